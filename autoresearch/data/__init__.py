@@ -1,0 +1,1 @@
+"""Building prepared datasets: sources, downloads, tokenizer training, tokenization, the manifest."""

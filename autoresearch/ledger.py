@@ -1,0 +1,119 @@
+"""The records of a run: `runs/<tag>/trials.jsonl` (complete) and `results.tsv` (reference columns).
+
+One JSON line per finished trial. An append writes the whole line with a single `write` on a file
+opened for appending and fsyncs it, so a crash leaves either the full line or nothing of it; a
+reader still skips a torn last line (say, from a full disk) and reports it rather than failing.
+`results.tsv` is derived from the same records (`commit val_bpb memory_gb status description`)
+so notebooks written for the reference read it unchanged.
+
+What this does not protect against: two processes appending to the same run at once (the loop
+holds a lock file for that), or a user editing the files by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+TRIALS_FILE = "trials.jsonl"
+RESULTS_FILE = "results.tsv"
+RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+
+# Trial statuses. "keep" advances the branch; every other status leaves the best where it was.
+KEEP, DISCARD, CRASH, TIMEOUT, INTERRUPTED, REJECTED = "keep", "discard", "crash", "timeout", "interrupted", "rejected"
+STATUSES = (KEEP, DISCARD, CRASH, TIMEOUT, INTERRUPTED, REJECTED)
+
+
+@dataclass
+class TrialRecord:
+    trial: int  # 0 is the unmodified baseline
+    status: str
+    description: str
+    parent: str  # commit the trial started from (the best at the time)
+    commit: str  # the trial's own commit (kept reachable under refs/autoresearch/<tag>/trial-NNNN)
+    started_at: str  # ISO 8601, UTC
+    ended_at: str
+    val_bpb: float | None = None  # the harness's number; None when the trial produced none
+    delta: float | None = None  # val_bpb minus the best val_bpb before this trial (negative is better)
+    best_val_bpb: float | None = None  # the best after this trial's decision
+    holdout_bpb: float | None = None
+    training_seconds: float | None = None  # the harness's clock around train.py
+    evaluation_seconds: float | None = None
+    agent_seconds: float | None = None
+    total_seconds: float | None = None
+    peak_memory_gb: float | None = None
+    claimed_val_bpb: float | None = None  # what train.py printed; informational only
+    claimed_training_seconds: float | None = None
+    seed: int | None = None
+    repair_attempt: int = 0  # 0 for a fresh proposal, n for the n-th repair of a crash
+    program_md_sha256: str = ""
+    failure_reason: str | None = None  # crash tail summary, rejection reason, timeout note
+    decision: str | None = None  # how keep/discard was decided, in words
+    tokens: dict[str, int] = field(default_factory=dict)  # input, output, cache_read, cache_write
+    cost_usd: float = 0.0
+    extra: dict = field(default_factory=dict)  # anything a later version adds
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> TrialRecord:
+        known = {f.name for f in fields(cls)}
+        record = cls(**{k: v for k, v in payload.items() if k in known})
+        record.extra.update({k: v for k, v in payload.items() if k not in known})
+        return record
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _append_line(path: Path, line: str) -> None:
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def results_row(record: TrialRecord) -> str:
+    commit = (record.commit or "0000000")[:7]
+    val = f"{record.val_bpb:.6f}" if record.val_bpb is not None else "0.000000"
+    memory = f"{record.peak_memory_gb:.1f}" if record.peak_memory_gb is not None else "0.0"
+    description = " ".join(record.description.split())  # no tabs or newlines inside a cell
+    return f"{commit}\t{val}\t{memory}\t{record.status}\t{description}"
+
+
+def append_trial(run_dir: Path, record: TrialRecord) -> None:
+    """Record a finished trial in trials.jsonl, then in results.tsv."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _append_line(run_dir / TRIALS_FILE, json.dumps(record.to_dict(), sort_keys=True))
+    results = run_dir / RESULTS_FILE
+    if not results.exists():
+        _append_line(results, RESULTS_HEADER)
+    _append_line(results, results_row(record))
+
+
+@dataclass
+class TrialLog:
+    records: list[TrialRecord]
+    torn_lines: list[int]  # 1-based numbers of lines that did not parse (a torn last line, say)
+
+
+def read_trials(run_dir: Path) -> TrialLog:
+    path = Path(run_dir) / TRIALS_FILE
+    records, torn = [], []
+    if not path.exists():
+        return TrialLog(records, torn)
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(TrialRecord.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                torn.append(number)
+    return TrialLog(records, torn)
