@@ -24,6 +24,7 @@ ENV_SEED = "AUTORESEARCH_SEED"  # the seed the harness chose for this trial
 ENV_DEVICE = "AUTORESEARCH_DEVICE"  # auto | cuda | cpu | mps
 ENV_WEIGHTS_PATH = "AUTORESEARCH_WEIGHTS_PATH"  # where train.py saves its trained state_dict
 ENV_TRAIN_ONLY = "AUTORESEARCH_TRAIN_ONLY"  # "1" under the harness: train.py must not evaluate itself
+ENV_EVAL_TOKENS = "AUTORESEARCH_EVAL_TOKENS"  # validation tokens scored (default 40 * 524288)
 
 DEFAULT_DATASET = "climbmix"
 DEFAULT_TIME_BUDGET = 300.0
@@ -31,6 +32,16 @@ DEFAULT_MAX_SEQ_LEN = 2048
 DEFAULT_EVAL_TOKENS = 40 * 524_288  # the reference's validation size
 
 SPLITS = ("train", "val", "holdout")
+
+# --- What train.py prints ----------------------------------------------------------------------
+# Progress, one line per logged step (newline-terminated when stdout is not a terminal):
+#   step 00012 (4.1%) | loss: 5.123456 | lrm: 1.00 | dt: 312ms | tok/sec: 1,234,567 | mfu: 39.8% | epoch: 1 | remaining: 287s
+# and at the end the summary: a line `---`, then `key: value` lines (val_bpb, training_seconds,
+# total_seconds, peak_vram_mb, mfu_percent, total_tokens_M, num_steps, num_params_M, depth).
+PROGRESS_PATTERN = (
+    r"step (?P<step>\d+) \((?P<percent>[\d.]+)%\) \| loss: (?P<loss>[-\d.naif]+)"
+    r".*?remaining: (?P<remaining>[\d.]+)s"
+)
 
 
 def cache_dir() -> Path:
