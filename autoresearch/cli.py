@@ -39,13 +39,191 @@ def root(
 
 
 # --- prepare ------------------------------------------------------------------------------------
-# (command added by the data pipeline)
+@app.command()
+def prepare(
+    dataset: Annotated[str, typer.Option(
+        "--dataset", "-d", help="climbmix, tinystories, sample (built in, no network), or a directory / "
+        "file / glob of .txt, .md, .jsonl or .parquet files.")] = "climbmix",
+    name: Annotated[str | None, typer.Option(
+        help="Name of the prepared dataset (default: the source's name).")] = None,
+    num_shards: Annotated[int, typer.Option(help="climbmix: number of training shards to download.")] = 10,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size, including the BOS token.")] = 8192,
+    base_url: Annotated[str | None, typer.Option(
+        help="Download host for Hugging Face datasets (a mirror).", envvar="AUTORESEARCH_BASE_URL")] = None,
+    cache_dir: Annotated[str | None, typer.Option(
+        help="Root of datasets and downloads [default: ~/.cache/autoresearch].",
+        envvar="AUTORESEARCH_CACHE_DIR")] = None,
+    tokenizer_chars: Annotated[int, typer.Option(
+        help="At most this many characters of train text are used to train the tokenizer.")] = 2_000_000_000,
+    val_fraction: Annotated[float, typer.Option(
+        help="Share of documents for val (sources without pinned splits).")] = 0.05,
+    holdout_fraction: Annotated[float, typer.Option(
+        help="Share of documents for holdout (sources without pinned splits).")] = 0.05,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Rebuild even if an identical dataset exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the dataset's path.")] = False,
+) -> None:
+    """Download or read text, train the tokenizer, and write a prepared dataset (once)."""
+    from autoresearch.data.build import prepare_dataset
+    from autoresearch.data.layout import read_manifest
+
+    directory = prepare_dataset(
+        dataset, name=name, num_shards=num_shards, vocab_size=vocab_size, base_url=base_url, force=force,
+        show_progress=not quiet, cache_dir=cache_dir, tokenizer_chars=tokenizer_chars,
+        val_fraction=val_fraction, holdout_fraction=holdout_fraction)
+    manifest = read_manifest(directory) or {}
+    for split in () if quiet else ("train", "val", "holdout"):
+        counts = manifest.get("splits", {}).get(split, {"documents": 0, "tokens": 0, "bytes": 0})
+        typer.echo(f"{split}: {counts['documents']:,} documents, {counts['tokens']:,} tokens, "
+                   f"{counts['bytes']:,} bytes", err=True)
+    typer.echo(str(directory))
+
+
+# --- run ----------------------------------------------------------------------------------------
+@app.command()
+def run(
+    hours: Annotated[float | None, typer.Option(help="Stop starting trials after this many hours.")] = None,
+    max_trials: Annotated[int | None, typer.Option(
+        help="Stop after this many trials in the run (counted across resumes, the baseline included).")] = None,
+    tag: Annotated[str | None, typer.Option(
+        help="Name of the run: branch autoresearch/<tag>, records in runs/<tag> (default: today's date; "
+        "with --resume, the latest run).", show_default=False)] = None,
+    budget: Annotated[float | None, typer.Option(
+        help="Training seconds per trial (default: 300; env AUTORESEARCH_TIME_BUDGET).",
+        show_default=False)] = None,
+    agent: Annotated[str | None, typer.Option(
+        help="auto (claude when ANTHROPIC_API_KEY is set, else offline), claude, or offline "
+        "(env AUTORESEARCH_AGENT).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        help="The Claude model (env AUTORESEARCH_MODEL).", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto, cuda, cpu or mps (env AUTORESEARCH_DEVICE).", show_default=False)] = None,
+    max_cost: Annotated[float | None, typer.Option(
+        help="Stop once the agent has cost this many US dollars in the run.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue a run (the latest, or --tag) with its best and numbering.")] = False,
+    dataset: Annotated[str | None, typer.Option(
+        help="Prepared dataset to train on (default: climbmix; env AUTORESEARCH_DATASET).",
+        show_default=False)] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        help="Path of a prepared dataset (instead of --dataset) (env AUTORESEARCH_DATA_DIR).",
+        show_default=False)] = None,
+    min_delta: Annotated[float | None, typer.Option(
+        help="Keep a trial only if val_bpb < best - min_delta (default: 0).", show_default=False)] = None,
+    max_repairs: Annotated[int | None, typer.Option(
+        help="Repair attempts the agent gets after a crash (default: 2).", show_default=False)] = None,
+    seq_len: Annotated[int | None, typer.Option(
+        help="Context length of training rows and of evaluation (default: 2048).", show_default=False)] = None,
+    eval_tokens: Annotated[int | None, typer.Option(
+        help="Validation tokens scored per trial (default: the evaluator's).", show_default=False)] = None,
+    startup_allowance: Annotated[float | None, typer.Option(
+        help="Seconds past the budget before training is killed (default: 120).", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed given to train.py (default: 42).",
+                                             show_default=False)] = None,
+    project_dir: Annotated[str | None, typer.Option(
+        help="The project: a git checkout with train.py, prepare.py and program.md (default: .).",
+        show_default=False)] = None,
+) -> None:
+    """Run the overnight loop: propose, train, score, keep or revert, record; until a limit or Ctrl-C."""
+    from pathlib import Path
+
+    from autoresearch.loop import run_night
+    from autoresearch.runconfig import load_config
+    from autoresearch.view import make_view
+
+    flags = {"hours": hours, "max_trials": max_trials, "tag": tag, "budget": budget, "agent": agent,
+             "model": model, "device": device, "max_cost": max_cost, "resume": resume or None,
+             "dataset": dataset, "data_dir": data_dir, "min_delta": min_delta, "max_repairs": max_repairs,
+             "seq_len": seq_len, "eval_tokens": eval_tokens, "startup_allowance": startup_allowance,
+             "seed": seed}
+    config = load_config(flags, project_dir=Path(project_dir) if project_dir else None)
+    view = make_view()
+    try:
+        outcome = run_night(config, view=view)
+    finally:
+        view.close()
+    best = outcome.best
+    score = "no score yet" if best.val_bpb is None else f"best val_bpb {best.val_bpb:.6f} (trial {best.trial})"
+    typer.echo(f"run {outcome.tag} {outcome.status}: {outcome.stop_reason}; {score}; records in {outcome.run_dir}")
+    raise typer.Exit(outcome.exit_code)
+
+
+# --- report -------------------------------------------------------------------------------------
+REPORT_FORMATS = ("text", "md", "json")
+
+
+@app.command()
+def report(
+    tag: Annotated[str | None, typer.Argument(
+        help="A run's tag under --runs-dir, a run directory, or a results.tsv (default: the latest run).",
+        show_default=False)] = None,
+    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Where the runs live.")] = "runs",
+    all_runs: Annotated[bool, typer.Option("--all", help="Compare every run under --runs-dir.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Add the cumulative diff of train.py, "
+                                                      "baseline to best.")] = False,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="text (rich in a terminal), md "
+                                               "(writes report.md beside the run), or json.")] = "text",
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw progress.png beside the run.")] = True,
+) -> None:
+    """Summarize a run: trials, the best val_bpb, kept changes, failures, and where the time went."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from autoresearch import render
+    from autoresearch import report as reports
+
+    if output_format not in REPORT_FORMATS:
+        raise UserError(f"--format {output_format!r} is not one of {', '.join(REPORT_FORMATS)}")
+    if all_runs:
+        loaded = reports.compare_runs(Path(runs_dir))
+        if output_format == "json":
+            rows = [reports.run_row(one) for one in loaded]
+            typer.echo(json.dumps({"schema": reports.JSON_SCHEMA_VERSION, "runs": rows}, indent=2))
+        elif output_format == "md":
+            typer.echo(str(render.write_comparison_markdown(loaded, Path(runs_dir) / reports.MARKDOWN_FILE)))
+        else:
+            render.render_comparison(loaded, Console())
+        return
+    summary = reports.load_run(reports.find_run(Path(runs_dir), tag))
+    if plot and summary.trials:
+        try:
+            from autoresearch.plot import save_progress_plot
+
+            save_progress_plot(summary, summary.plot_path)
+        except ImportError:
+            summary.warnings.append("matplotlib is not installed, so there is no progress.png "
+                                    "(pip install matplotlib)")
+        except OSError as error:
+            summary.warnings.append(f"could not write {summary.plot_path}: {error.strerror}")
+    if output_format == "text":
+        render.render_report(summary, Console(), diff=diff)
+        return
+    for warning in summary.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if output_format == "md":
+        try:
+            typer.echo(str(render.write_markdown(summary, diff=diff, plot=False)))
+        except OSError as error:
+            raise UserError(f"could not write {summary.markdown_path}: {error.strerror}") from error
+    else:
+        document = reports.to_json(summary)
+        if diff:
+            document["diff"] = reports.cumulative_diff(summary)
+        typer.echo(json.dumps(document, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning UserError into one line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        # In non-standalone mode click returns (rather than raises) the exit code of an Abort
+        # from Ctrl-C; an ignored return value would exit 0 after an interrupted command.
+        if isinstance(code, int) and code:
+            if code == 130:
+                typer.echo("interrupted", err=True)
+            sys.exit(code)
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)

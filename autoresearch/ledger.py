@@ -6,6 +6,9 @@ reader still skips a torn last line (say, from a full disk) and reports it rathe
 `results.tsv` is derived from the same records (`commit val_bpb memory_gb status description`)
 so notebooks written for the reference read it unchanged.
 
+`run.json` (the run's state and settings) is rewritten whole through a temporary file and
+`os.replace`, so a reader sees the old version or the new one, never half of one.
+
 What this does not protect against: two processes appending to the same run at once (the loop
 holds a lock file for that), or a user editing the files by hand.
 """
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 TRIALS_FILE = "trials.jsonl"
+RUN_FILE = "run.json"
 RESULTS_FILE = "results.tsv"
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 
@@ -53,6 +58,7 @@ class TrialRecord:
     decision: str | None = None  # how keep/discard was decided, in words
     tokens: dict[str, int] = field(default_factory=dict)  # input, output, cache_read, cache_write
     cost_usd: float = 0.0
+    train_py_sha256: str = ""  # sha256 of the trial's train.py: no source is tried twice in a run
     extra: dict = field(default_factory=dict)  # anything a later version adds
 
     @classmethod
@@ -97,6 +103,18 @@ def append_trial(run_dir: Path, record: TrialRecord) -> None:
     _append_line(results, results_row(record))
 
 
+def close_torn_lines(run_dir: Path) -> None:
+    """End trials.jsonl and results.tsv with a newline, so an append after a torn write starts clean."""
+    for name in (TRIALS_FILE, RESULTS_FILE):
+        path = Path(run_dir) / name
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                last = handle.read(1)
+            if last != b"\n":
+                _append_line(path, "")
+
+
 @dataclass
 class TrialLog:
     records: list[TrialRecord]
@@ -117,3 +135,55 @@ def read_trials(run_dir: Path) -> TrialLog:
             except (json.JSONDecodeError, TypeError):
                 torn.append(number)
     return TrialLog(records, torn)
+
+
+# --- run.json ------------------------------------------------------------------------------------
+# {"tag", "branch", "project_dir", "worktree", "created_at", "updated_at",
+#  "status": "running" | "finished" | "interrupted", "baseline_commit", "config": {...},
+#  "best": {"trial", "commit", "val_bpb"}, "noise_floor", "stop_reason"}
+RUN_RUNNING, RUN_FINISHED, RUN_INTERRUPTED = "running", "finished", "interrupted"
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write `payload` as JSON to `path` through a temporary file in the same directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_run_state(run_dir: Path, state: dict) -> None:
+    write_json_atomic(Path(run_dir) / RUN_FILE, state)
+
+
+def read_run_state(run_dir: Path) -> dict | None:
+    """The run's run.json, or None when the run has none yet."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to `path` through a temporary file in the same directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

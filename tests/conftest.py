@@ -59,9 +59,9 @@ def build_tiny_dataset(dataset_dir: Path, vocab_size: int = 320, n_docs: int = 4
     for split, texts in splits.items():
         n, t = layout.write_split(dataset_dir, split, [encoding.encode_ordinary(x) for x in texts], spec.bos_id, dtype)
         manifest["splits"][split] = {"documents": n, "tokens": t}
-    import json
+    from autoresearch.data.manifest import seal_dataset
 
-    (dataset_dir / layout.MANIFEST).write_text(json.dumps(manifest, indent=2))
+    seal_dataset(dataset_dir, manifest)
     return dataset_dir
 
 

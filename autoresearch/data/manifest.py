@@ -1,0 +1,113 @@
+"""The dataset manifest: what was built from what, and the hashes that prove the files are intact.
+
+`seal_dataset` hashes every data file of a dataset directory and writes `manifest.json` LAST
+(through a temporary file and os.replace), so a directory with a manifest is complete. The
+manifest holds no timestamps, host names or absolute temporary paths: the same inputs and
+parameters give a byte-identical manifest. `verify_dataset` is what every consumer calls before
+using a dataset; it turns any missing, incomplete or altered file into a one-line UserError.
+
+What this does NOT protect against: someone who edits a data file and rewrites the manifest's
+hash to match (sha256 here detects accidents, not attacks), and changes to a file after it was
+verified. Hashing reads every byte (about a second per GB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from autoresearch import contract
+from autoresearch.data import layout
+from autoresearch.errors import UserError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "vocab_size", "bos_id", "token_dtype", "splits", "files")
+
+
+def data_files(dataset_dir: Path) -> list[str]:
+    """Names of the files a complete dataset holds, besides the manifest."""
+    names = [layout.TOKENIZER, layout.TOKEN_BYTES]
+    for split in contract.SPLITS:
+        names += [layout.bin_path(dataset_dir, split).name, layout.docs_path(dataset_dir, split).name]
+    return names
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def seal_dataset(dataset_dir: Path, manifest: dict) -> dict:
+    """Add `format_version` and the `files` hashes to `manifest`, write it last and atomically.
+
+    `manifest` must already hold vocab_size, bos_id, token_dtype and splits (per split at least
+    documents and tokens). Returns the manifest as written.
+    """
+    dataset_dir = Path(dataset_dir)
+    sealed = {"format_version": FORMAT_VERSION, **manifest}
+    sealed["files"] = {name: {"bytes": (dataset_dir / name).stat().st_size,
+                              "sha256": file_sha256(dataset_dir / name)}
+                       for name in data_files(dataset_dir)}
+    temporary = dataset_dir / (layout.MANIFEST + ".tmp")
+    with open(temporary, "w") as handle:
+        handle.write(json.dumps(sealed, indent=2, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, dataset_dir / layout.MANIFEST)
+    return sealed
+
+
+def verify_dataset(dataset_dir: Path, check_hashes: bool = True) -> dict:
+    """The manifest of a complete, intact dataset; a UserError naming the problem otherwise.
+
+    With `check_hashes=False` only sizes and the document index are checked (fast on big data).
+    """
+    dataset_dir = Path(dataset_dir)
+    rerun = f"run `autoresearch prepare --name {dataset_dir.name} --force` to rebuild it"
+    if not dataset_dir.is_dir():
+        raise UserError(f"no prepared dataset at {dataset_dir}; run `autoresearch prepare` first "
+                        f"(or set --cache-dir / AUTORESEARCH_CACHE_DIR to where it lives)")
+    try:
+        manifest = layout.read_manifest(dataset_dir)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{dataset_dir / layout.MANIFEST}: unreadable ({error}); {rerun}") from None
+    if manifest is None:
+        raise UserError(f"dataset {dataset_dir} is incomplete (no {layout.MANIFEST}); {rerun}")
+    missing_keys = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing_keys:
+        raise UserError(f"{dataset_dir / layout.MANIFEST} lacks {', '.join(missing_keys)}; {rerun}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise UserError(f"dataset {dataset_dir} has format {manifest['format_version']}, this version reads "
+                        f"{FORMAT_VERSION}; {rerun}")
+    for name in data_files(dataset_dir):
+        path = dataset_dir / name
+        recorded = manifest["files"].get(name)
+        if recorded is None:
+            raise UserError(f"{dataset_dir / layout.MANIFEST} does not list {name}; {rerun}")
+        if not path.is_file():
+            raise UserError(f"dataset {dataset_dir} is incomplete: {name} is missing; {rerun}")
+        if path.stat().st_size != recorded["bytes"]:
+            raise UserError(f"{path} has {path.stat().st_size} bytes, the manifest says {recorded['bytes']} "
+                            f"(corrupt or truncated); {rerun}")
+        if check_hashes and file_sha256(path) != recorded["sha256"]:
+            raise UserError(f"{path} does not match its sha256 in the manifest (corrupt); {rerun}")
+    itemsize = np.dtype(manifest["token_dtype"]).itemsize
+    for split in contract.SPLITS:
+        counts = manifest["splits"].get(split)
+        if counts is None:
+            raise UserError(f"{dataset_dir / layout.MANIFEST} has no {split!r} split; {rerun}")
+        doc_starts = np.load(layout.docs_path(dataset_dir, split))
+        tokens = layout.bin_path(dataset_dir, split).stat().st_size // itemsize
+        consistent = (len(doc_starts) == counts["documents"] + 1 and int(doc_starts[-1]) == tokens
+                      and tokens == counts["tokens"])
+        if not consistent:
+            raise UserError(f"{layout.docs_path(dataset_dir, split)} does not match {split}.bin and the "
+                            f"manifest; {rerun}")
+    return manifest

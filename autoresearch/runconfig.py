@@ -1,0 +1,215 @@
+"""The settings of `autoresearch run`, merged in one place: pyproject.toml < environment < flags.
+
+`[tool.autoresearch]` in the project's `pyproject.toml` sets defaults for a project; a few
+environment variables (AUTORESEARCH_MODEL, AUTORESEARCH_DATASET, AUTORESEARCH_DATA_DIR,
+AUTORESEARCH_DEVICE, AUTORESEARCH_AGENT, AUTORESEARCH_TIME_BUDGET) override those; command-line
+flags override everything. Every value is checked here, and a bad one is a UserError naming where
+it came from, so the loop only ever sees a complete, valid `RunConfig`.
+
+This module does not check that the dataset or the project exist (gitops and the loop do), and a
+resumed run takes its settings from the flags given now, not from the run's first start.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from autoresearch import contract
+from autoresearch.errors import UserError
+
+AGENTS = ("auto", "claude", "offline")
+DEVICES = ("auto", "cuda", "cpu", "mps")
+_TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# Environment variables that stand in for a flag (the flag's name -> the variable).
+ENVIRONMENT = {
+    "model": "AUTORESEARCH_MODEL",
+    "dataset": contract.ENV_DATASET,
+    "data_dir": contract.ENV_DATA_DIR,
+    "device": contract.ENV_DEVICE,
+    "agent": "AUTORESEARCH_AGENT",
+    "budget": contract.ENV_TIME_BUDGET,
+}
+
+
+@dataclass
+class RunConfig:
+    project_dir: Path
+    tag: str
+    budget: float = contract.DEFAULT_TIME_BUDGET  # seconds of training per trial
+    hours: float | None = None  # stop starting trials after this long (None: no limit)
+    max_trials: int | None = None  # trials in the run, across resumes
+    max_cost: float | None = None  # US dollars of agent usage in the run, across resumes
+    agent: str = "auto"
+    model: str | None = None
+    device: str = "auto"
+    dataset: str | None = None
+    data_dir: Path | None = None  # resolved from `dataset` when not given
+    seq_len: int = contract.DEFAULT_MAX_SEQ_LEN
+    eval_tokens: int | None = None  # None: the evaluator's default
+    min_delta: float = 0.0  # keep only when val_bpb < best - min_delta
+    max_repairs: int = 2  # repair attempts after a crash
+    resume: bool = False
+    startup_allowance: float = 120.0  # seconds past the budget before training is killed
+    eval_timeout: float = 600.0
+    seed: int = 42
+    proposal_retries: int = 2  # extra tries when a proposal is invalid
+    kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
+    guard_package: bool = True  # fingerprint the autoresearch package around trials (off only in tests
+    #                             that run while the package itself is being edited)
+
+    @property
+    def wall_limit(self) -> float:
+        return self.budget + self.startup_allowance
+
+    def summary(self) -> dict:
+        """The settings recorded in run.json."""
+        keys = ("budget", "hours", "max_trials", "max_cost", "agent", "model", "device", "dataset", "data_dir",
+                "seq_len", "eval_tokens", "min_delta", "max_repairs", "startup_allowance", "seed")
+        values = asdict(self)
+        return {key: (str(values[key]) if isinstance(values[key], Path) else values[key]) for key in keys}
+
+
+_FLOATS = {"budget", "hours", "max_cost", "min_delta", "startup_allowance", "eval_timeout", "kill_grace"}
+_INTS = {"max_trials", "seq_len", "eval_tokens", "max_repairs", "seed", "proposal_retries"}
+_STRINGS = {"tag", "agent", "model", "device", "dataset"}
+_PATHS = {"data_dir"}
+SETTABLE = _FLOATS | _INTS | _STRINGS | _PATHS
+
+
+def _pyproject_settings(project_dir: Path) -> dict:
+    path = project_dir / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            return {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} does not parse: {error}") from error
+    section = document.get("tool", {}).get("autoresearch", {})
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: [tool.autoresearch] must be a table")
+    settings = {key.replace("-", "_"): value for key, value in section.items()}
+    unknown = sorted(set(settings) - SETTABLE)
+    if unknown:
+        raise UserError(f"{path}: unknown setting {', '.join(unknown)} in [tool.autoresearch]")
+    return {key: (value, f"{path} [tool.autoresearch] {key}") for key, value in settings.items()}
+
+
+def _coerce(name: str, value: object, source: str) -> object:
+    if value is None:
+        return None
+    try:
+        if name in _FLOATS:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)  # type: ignore[arg-type]
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError
+            return number
+        if name in _INTS:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)  # type: ignore[call-overload]
+        if name in _PATHS:
+            return Path(str(value)).expanduser()
+        return str(value)
+    except (TypeError, ValueError):
+        kind = "a number" if name in _FLOATS else "a whole number"
+        raise UserError(f"{source}: {value!r} is not {kind}") from None
+
+
+def default_tag(today: _dt.date | None = None) -> str:
+    return (today or _dt.date.today()).isoformat()
+
+
+def load_config(flags: Mapping[str, object], *, project_dir: Path | None = None,
+                environ: Mapping[str, str] | None = None) -> RunConfig:
+    """Merge pyproject.toml < environment < flags (a flag left as None is not given) and check them."""
+    environ = os.environ if environ is None else environ
+    project_dir = Path(project_dir or flags.get("project_dir") or Path.cwd()).expanduser().resolve()
+    merged: dict[str, tuple[object, str]] = dict(_pyproject_settings(project_dir))
+    for name, variable in ENVIRONMENT.items():
+        if environ.get(variable):
+            merged[name] = (environ[variable], f"environment variable {variable}")
+    for name, value in flags.items():
+        if name == "project_dir" or value is None:
+            continue
+        if name not in SETTABLE and name != "resume":
+            raise ValueError(f"load_config: unknown flag {name}")
+        merged[name] = (value, f"--{name.replace('_', '-')}")
+    if "data_dir" in merged and "dataset" in merged and merged["data_dir"][1].startswith("environment") \
+            and not merged["dataset"][1].startswith("environment"):
+        # An explicit dataset name beats a data directory inherited from the environment.
+        del merged["data_dir"]
+
+    values: dict[str, object] = {}
+    for name, (value, source) in merged.items():
+        values[name] = value if name == "resume" else _coerce(name, value, source)
+    sources = {name: source for name, (_, source) in merged.items()}
+    tag = values.pop("tag", None)
+    if tag is None:
+        tag = latest_run_tag(project_dir) if values.get("resume") else default_tag()
+    config = RunConfig(project_dir=project_dir, tag=str(tag),
+                       **{key: value for key, value in values.items() if value is not None})
+    _check(config, sources)
+    if config.data_dir is None and config.dataset and Path(config.dataset).expanduser().is_dir():
+        config.data_dir = Path(config.dataset).expanduser()  # a path given as the dataset
+    if config.data_dir is None:
+        config.data_dir = contract.dataset_dir(config.dataset) if config.dataset else contract.dataset_dir()
+    config.data_dir = Path(config.data_dir).expanduser().resolve()
+    if config.dataset is None:
+        config.dataset = config.data_dir.name
+    return config
+
+
+def _check(config: RunConfig, sources: dict[str, str]) -> None:
+    def fail(name: str, what: str) -> None:
+        raise UserError(f"{sources.get(name, '--' + name.replace('_', '-'))}: {what}")
+
+    if not _TAG_PATTERN.match(config.tag) or ".." in config.tag or config.tag.endswith((".lock", ".")):
+        fail("tag", f"{config.tag!r} is not a usable tag (letters, digits, '.', '_', '-'; at most 64)")
+    positive = {"budget": config.budget, "hours": config.hours, "max_trials": config.max_trials,
+                "seq_len": config.seq_len, "eval_tokens": config.eval_tokens,
+                "startup_allowance": config.startup_allowance, "eval_timeout": config.eval_timeout}
+    for name, value in positive.items():
+        if value is not None and value <= 0:
+            fail(name, f"must be greater than 0 (got {value:g})")
+    non_negative = {"max_cost": config.max_cost, "min_delta": config.min_delta, "max_repairs": config.max_repairs,
+                    "proposal_retries": config.proposal_retries, "kill_grace": config.kill_grace,
+                    "seed": config.seed}
+    for name, value in non_negative.items():
+        if value is not None and value < 0:
+            fail(name, f"must not be negative (got {value:g})")
+    if config.agent not in AGENTS:
+        fail("agent", f"{config.agent!r} is not one of {', '.join(AGENTS)}")
+    if config.device not in DEVICES:
+        fail("device", f"{config.device!r} is not one of {', '.join(DEVICES)}")
+    if config.dataset is not None and not config.dataset.strip():
+        fail("dataset", "must not be empty")
+
+
+def latest_run_tag(project_dir: Path) -> str:
+    """The tag of the most recently updated run under runs/ (for `--resume` without `--tag`)."""
+    runs = []
+    for state_file in (project_dir / "runs").glob("*/run.json"):
+        try:
+            updated = json.loads(state_file.read_text()).get("updated_at") or ""
+        except (OSError, ValueError):
+            continue
+        runs.append((updated, state_file.stat().st_mtime, state_file.parent.name))
+    if not runs:
+        raise UserError(f"--resume: there is no run under {project_dir / 'runs'} to resume")
+    return max(runs)[2]

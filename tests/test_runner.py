@@ -1,0 +1,199 @@
+"""The runner and launch.py with real subprocesses: timing, progress, crashes, time-outs, process groups.
+
+The scripts here are tiny Python files (no torch), so each test costs well under a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from autoresearch import launch, runner
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc")
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (absent, or a zombie waiting for a parent that is not us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def train(path: Path, wall_limit: float = 20.0, **kwargs) -> runner.TrainingResult:
+    env = {**os.environ, **kwargs.pop("env", {})}
+    return runner.run_training(path, env=env, log_path=path.parent / "train.log", wall_limit=wall_limit,
+                               kill_grace=kwargs.pop("kill_grace", 1.0), poll_interval=0.02, **kwargs)
+
+
+def test_progress_lines_and_summary_are_parsed_live(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        import sys
+        print("starting up", flush=True)
+        for step in range(1, 4):
+            print(f"step {step:05d} ({step * 25:.1f}%) | loss: {5 - step:.6f} | dt: 3ms | remaining: {9 - step}s",
+                  flush=True)
+        sys.stdout.write("step 00004 (99.0%) | loss: 1.000000 | remaining: 0s\\r")
+        print("\\n---\\nval_bpb: 1.234\\ntraining_seconds: 300.1\\npeak_vram_mb: 2048.0")
+        print("cwd is", __import__("os").getcwd(), "name is", __name__)
+    """)
+    seen: list[runner.Progress] = []
+    result = train(path, on_progress=seen.append)
+    assert result.status == runner.OK and result.returncode == 0
+    assert [p.step for p in seen] == [1, 2, 3, 4]
+    assert seen[0].loss == 4.0 and seen[0].remaining == 8.0 and seen[0].percent == 25.0
+    assert result.summary == {"val_bpb": "1.234", "training_seconds": "300.1", "peak_vram_mb": "2048.0"}
+    log = (tmp_path / "train.log").read_text()
+    assert f"cwd is {tmp_path} name is __main__" in log  # run as a script, from its own directory
+    assert 0 < result.seconds < 20
+
+
+def test_a_crash_reports_the_exception_line(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        def build():
+            raise ValueError("shapes do not match: 3 vs 4")
+        build()
+    """)
+    result = train(path)
+    assert result.status == runner.CRASH
+    assert result.returncode == 1
+    assert result.reason == "ValueError: shapes do not match: 3 vs 4"
+    assert "Traceback" in runner.log_tail(tmp_path / "train.log")
+
+
+def test_timeout_kills_the_whole_group_grandchildren_included(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        import pathlib, signal, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            "g = subprocess.Popen(['sleep', '120']); open('grandchild.pid', 'w').write(str(g.pid)); time.sleep(120)"])
+        pathlib.Path("child.pid").write_text(str(child.pid))
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SIGTERM is ignored: SIGKILL must follow
+        print("step 00001 (1.0%) | loss: 3.000000 | remaining: 1s", flush=True)
+        time.sleep(120)
+    """)
+    started = time.monotonic()
+    groups: list[int] = []
+    result = train(path, wall_limit=1.5, kill_grace=0.5, on_start=groups.append)
+    assert result.status == runner.TIMEOUT
+    assert "ran past 2 s" in result.reason
+    assert time.monotonic() - started < 10
+    assert (tmp_path / "grandchild.pid").exists(), "the grandchild started before the time-out"
+    assert not runner.group_alive(groups[0])
+    child = int((tmp_path / "child.pid").read_text())
+    grandchild = int((tmp_path / "grandchild.pid").read_text())
+    assert wait_for(lambda: gone(child) and gone(grandchild), timeout=5)
+    assert {child, grandchild} <= result.pids
+    assert result.last_progress is not None and result.last_progress.step == 1
+
+
+def test_processes_left_behind_by_a_finished_training_are_killed(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        import subprocess
+        daemon = subprocess.Popen(["sleep", "120"])
+        open("daemon.pid", "w").write(str(daemon.pid))
+        print("done")
+    """)
+    result = train(path)
+    assert result.status == runner.OK
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    assert wait_for(lambda: gone(daemon), timeout=5)
+
+
+def test_opening_validation_data_aborts_training(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "val.bin").write_bytes(b"\0" * 16)
+    (data / "train.bin").write_bytes(b"\0" * 16)
+    path = script(tmp_path, f"""
+        import numpy as np
+        np.fromfile({str(data / "train.bin")!r}, dtype=np.uint8)   # the train split is fine
+        try:
+            np.memmap({str(data / "val.bin")!r}, dtype=np.uint8, mode="r")
+        except BaseException:
+            print("swallowed")  # the guard leaves with os._exit: nothing to swallow
+        print("still running")
+    """)
+    result = train(path, env={launch.ENV_PROTECTED_PATHS: str(data / "val.bin")})
+    assert result.status == runner.INTEGRITY
+    assert result.returncode == launch.INTEGRITY_EXIT_CODE
+    assert result.reason == f"integrity: training opened validation data {data / 'val.bin'}"
+    assert "still running" not in (tmp_path / "train.log").read_text()
+
+
+def test_a_stop_request_kills_training(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        import time
+        print("step 00001 (1.0%) | loss: 3.000000 | remaining: 100s", flush=True)
+        time.sleep(60)
+    """)
+    progress: list[runner.Progress] = []
+    result = train(path, on_progress=progress.append, should_stop=lambda: bool(progress))
+    assert result.status == runner.INTERRUPTED
+    assert result.seconds < 10
+
+
+def test_output_beyond_the_log_cap_is_a_crash(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        import sys
+        while True:
+            sys.stdout.write("x" * 4096 + "\\n")
+    """)
+    result = train(path, log_limit_bytes=1 << 20)
+    assert result.status == runner.CRASH
+    assert "more than 1 MB" in result.reason
+
+
+def test_training_dies_with_a_killed_harness(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        import os, time
+        open("training.pid", "w").write(str(os.getpid()))
+        time.sleep(60)
+    """)
+    harness = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys; from pathlib import Path; from autoresearch import runner; "
+        f"runner.run_training(Path({str(path)!r}), env=dict(os.environ), log_path=Path({str(tmp_path / 'log')!r}), "
+        "wall_limit=60)")])
+    assert wait_for(lambda: (tmp_path / "training.pid").exists() and (tmp_path / "training.pid").read_text())
+    training = int((tmp_path / "training.pid").read_text())
+    harness.send_signal(signal.SIGKILL)
+    harness.wait()
+    assert wait_for(lambda: gone(training), timeout=5)
+
+
+def test_crash_reason_without_a_traceback() -> None:
+    assert runner.crash_reason("", -9) == "train.py was killed by SIGKILL"
+    assert runner.crash_reason("out of data\n", 3) == "train.py exited with status 3: out of data"
+    tail = "Traceback (most recent call last):\n  File \"train.py\", line 3\ntorch.OutOfMemoryError: CUDA out of memory"
+    assert runner.crash_reason(tail, 1) == "torch.OutOfMemoryError: CUDA out of memory"
+
+
+def test_log_tail_reads_only_the_end(tmp_path: Path) -> None:
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100_000)))
+    assert runner.log_tail(log, lines=3) == "line 99997\nline 99998\nline 99999"
+    assert runner.log_tail(tmp_path / "missing.log") == ""
