@@ -117,7 +117,8 @@ class Project:
             exclude = self.path / exclude
         exclude.parent.mkdir(parents=True, exist_ok=True)
         existing = exclude.read_text() if exclude.exists() else ""
-        exclude.write_text(existing + ("" if existing.endswith("\n") or not existing else "\n") + f"/{RUNS_DIR}/\n")
+        separator = "\n" if existing and not existing.endswith("\n") else ""
+        exclude.write_text(f"{existing}{separator}/{RUNS_DIR}/\n")
 
     def branch_exists(self, tag: str) -> bool:
         with _git_errors("looking up the run's branch"):
@@ -224,7 +225,8 @@ class Workspace:
     def trial_refs(self) -> dict[int, str]:
         """{trial number: commit} for every trial ref of this run."""
         with _git_errors("listing the run's trial refs"):
-            listing = self.repo.git.for_each_ref("--format=%(refname) %(objectname)", f"refs/autoresearch/{self.tag}/")
+            listing = self.repo.git.for_each_ref("--format=%(refname) %(objectname)",
+                                                 f"refs/autoresearch/{self.tag}/")
         refs = {}
         for line in listing.splitlines():
             name, _, commit = line.partition(" ")

@@ -66,7 +66,8 @@ class Change:
 class Guard:
     """Knows which files to fingerprint for one run; `snapshot()` then `changes(before)`."""
 
-    def __init__(self, worktree: Path, data_dir: Path, package_dir: Path | None = None, guard_package: bool = True):
+    def __init__(self, worktree: Path, data_dir: Path, package_dir: Path | None = None,
+                 guard_package: bool = True):
         self.worktree = Path(worktree)
         self.data_dir = Path(data_dir)
         self.package_dir = Path(package_dir or Path(autoresearch.__file__).parent)
@@ -79,7 +80,7 @@ class Guard:
         for path in sorted(self.package_dir.rglob("*.py")) if self.guard_package else []:
             if "__pycache__" not in path.parts:
                 files[path] = ("package", f"autoresearch/{path.relative_to(self.package_dir).as_posix()}", True)
-        names = [*_HASHED_DATASET_FILES] + [f"{split}{suffix}" for split in SPLITS for suffix in (".bin", ".docs.npy")]
+        names = [*_HASHED_DATASET_FILES, *(f"{split}{suffix}" for split in SPLITS for suffix in (".bin", ".docs.npy"))]
         for name in names:
             files[self.data_dir / name] = ("dataset", name, name in _HASHED_DATASET_FILES)
         if eval_cache and self.data_dir.is_dir():

@@ -14,6 +14,8 @@ A trial, in the order `Night.run_trial` takes the steps:
   7. decide keep or not (`decide`), after checking nothing guarded changed (integrity.py);
   8. record the trial (ledger.py), then move the worktree back to the best commit.
 
+Only the best trial's weights are kept (`trial-NNNN/model.pt`); the training in progress has its
+process group written to `runs/<tag>/training.pgid` so a later session can kill it if we die.
 Every state change is recorded before the worktree is reset, and the records are the source of
 truth: a run killed at any point (Ctrl-C twice, SIGKILL, a power cut) resumes by recording
 unrecorded trial refs as `interrupted` and resetting the worktree to the best kept commit.
@@ -245,10 +247,11 @@ class Night:
         fresh = state is None
         if fresh:
             if self.project.branch_exists(config.tag):
-                raise UserError(f"branch {branch_name(config.tag)} already exists but {self.run_dir / ledger.RUN_FILE} "
-                                "does not; choose another --tag or delete the branch")
+                raise UserError(f"branch {branch_name(config.tag)} already exists but "
+                                f"{self.run_dir / ledger.RUN_FILE} does not; choose another --tag or delete the branch")
             self.project.check_committed()
         self._check_dataset()
+        self.proposer()  # a missing API key is said now, not after the baseline's minutes
         self.project.ensure_runs_ignored()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
@@ -346,8 +349,8 @@ class Night:
             if record.train_py_sha256:
                 self.seen_sources.setdefault(record.train_py_sha256, record.trial)
         last = self.records[-1] if self.records else None
-        if last is not None and last.status == CRASH and last.commit and last.repair_attempt < self.config.max_repairs \
-                and self.best.val_bpb is not None:
+        repairable = last is not None and last.status == CRASH and last.commit
+        if repairable and last.repair_attempt < self.config.max_repairs and self.best.val_bpb is not None:
             tail = runner.log_tail(self.run_dir / trial_dir_name(last.trial) / "train.log")
             self.repair = Repair(last.trial, last.commit, last.repair_attempt + 1, tail)
         self.workspace.remove_stale_locks()
@@ -404,7 +407,8 @@ class Night:
             if self.session_trial_seconds:
                 typical = sorted(self.session_trial_seconds)[len(self.session_trial_seconds) // 2]
                 if elapsed + typical > limit:
-                    return f"another trial (about {typical:.0f} s) would not finish within --hours {config.hours:g}"
+                    return (f"another trial (about {typical:.0f} s) would not finish within "
+                            f"--hours {config.hours:g}")
         return None
 
     # -- the agent
@@ -452,8 +456,8 @@ class Night:
         trial_dir.mkdir(parents=True, exist_ok=True)
         baseline = self.best.val_bpb is None
         repair = None if baseline else self.repair
-        record = TrialRecord(trial=number, status=INTERRUPTED, description="baseline" if baseline else "(proposing)",
-                             parent=self.best.commit, commit="", started_at=utc_now(), ended_at="",
+        record = TrialRecord(trial=number, status=INTERRUPTED,
+                             description="baseline" if baseline else "(proposing)", parent=self.best.commit, commit="", started_at=utc_now(), ended_at="",
                              seed=self.config.seed, repair_attempt=repair.attempt if repair else 0)
         if baseline:
             record.extra["baseline"] = True
@@ -478,7 +482,8 @@ class Night:
             raise fatal
         return record
 
-    def _steps(self, record: TrialRecord, baseline: bool, repair: Repair | None, trial_dir: Path) -> UserError | None:
+    def _steps(self, record: TrialRecord, baseline: bool, repair: Repair | None,
+               trial_dir: Path) -> UserError | None:
         """Steps 1-7 of a trial; fills in `record`. Returns a UserError that must end the run, if any."""
         # 1. program.md, read afresh
         program_md = self._read_program_md()
@@ -511,7 +516,8 @@ class Night:
         if training.status == runner.OK and not changes:
             evaluation = self._evaluate(record, trial_dir)
             # train.py's module code runs again inside the evaluator: check once more
-            changes += [change for change in self.guard.changes(before, eval_cache=False) if change not in changes]
+            after_evaluation = self.guard.changes(before, eval_cache=False)
+            changes += [change for change in after_evaluation if change not in changes]
         # 7. decide
         self._judge(record, training, evaluation, changes)
         return None
@@ -581,7 +587,8 @@ class Night:
             record.tokens = usage.as_tokens()
             record.cost_usd = usage.cost_usd
             record.agent_seconds = agent_seconds
-            ledger.write_json_atomic(trial_dir / "transcript.json", {"trial": record.trial, "messages": transcript})
+            ledger.write_json_atomic(trial_dir / "transcript.json",
+                                     {"trial": record.trial, "messages": transcript})
 
     def _fresh_worktree(self, repair: Repair | None) -> None:
         """The worktree at the best commit, clean; for a repair, with the crashed train.py in it."""
@@ -621,18 +628,20 @@ class Night:
             diff = ""
         else:
             message = f"{record.description}\n\nautoresearch trial {record.trial:04d} of run {self.config.tag}"
-            if record.repair_attempt:
-                message += f" (repair {record.repair_attempt} of trial {self.repair.crashed_trial if self.repair else '?'})"
+            if record.repair_attempt and self.repair is not None:
+                message += f" (repair {record.repair_attempt} of trial {self.repair.crashed_trial})"
             record.commit = self.workspace.commit_train_py(message, record.trial)
             diff = self.workspace.diff(record.parent, record.commit)
         ledger.write_text_atomic(trial_dir / "diff.patch", diff)
-        ledger.write_text_atomic(trial_dir / "train.py", (self.workspace.path / "train.py").read_text(encoding="utf-8"))
+        source = (self.workspace.path / "train.py").read_text(encoding="utf-8")
+        ledger.write_text_atomic(trial_dir / "train.py", source)
 
     def _training_env(self, trial_dir: Path) -> dict[str, str]:
         config = self.config
         env = {name: value for name, value in os.environ.items() if not name.startswith("ANTHROPIC_")}
         data_dir = Path(config.data_dir or contract.dataset_dir())
-        protected = [str(data_dir / f"{split}{suffix}") for split in ("val", "holdout") for suffix in (".bin", ".docs.npy")]
+        protected = [str(data_dir / f"{split}{suffix}")
+                     for split in ("val", "holdout") for suffix in (".bin", ".docs.npy")]
         env.update({
             contract.ENV_TIME_BUDGET: f"{config.budget:g}",
             contract.ENV_SEED: str(config.seed),
@@ -700,7 +709,8 @@ class Night:
         """Steps 6-7: from what happened to a status and a reason in words."""
         guarded = {change.name for change in changes}
         # Any other tracked file of the worktree changed counts too (new untracked files are just cleaned).
-        tracked = [name for name in self.workspace.changed_files() if name not in guarded and self._is_tracked(name)]
+        tracked = [name for name in self.workspace.changed_files()
+                   if name not in guarded and self._is_tracked(name)]
         if changes or tracked:
             names = [change.name for change in changes] + tracked
             record.status, record.failure_reason = REJECTED, "integrity: train.py modified " + ", ".join(names)

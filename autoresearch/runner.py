@@ -287,7 +287,8 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
             if returncode is not None:
                 break
             if elapsed > wall_limit:
-                status, reason = TIMEOUT, f"training ran past {wall_limit:.0f} s (budget plus start-up allowance); killed"
+                status = TIMEOUT
+                reason = f"training ran past {wall_limit:.0f} s (budget plus start-up allowance); killed"
                 break
             if should_stop():
                 status, reason = INTERRUPTED, "stopped by the user during training"
@@ -310,7 +311,8 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
             status = OK
         elif returncode == INTEGRITY_EXIT_CODE and INTEGRITY_MESSAGE in log_tail(log_path, 5):
             status = INTEGRITY
-            reason = next(line for line in reversed(log_tail(log_path, 5).splitlines()) if INTEGRITY_MESSAGE in line)
+            tail = log_tail(log_path, 5).splitlines()
+            reason = next(line for line in reversed(tail) if INTEGRITY_MESSAGE in line)
         else:
             status, reason = CRASH, crash_reason(log_tail(log_path), returncode)
     return TrainingResult(status, seconds, returncode, reason, parser.summary, parser.last_progress, pids)

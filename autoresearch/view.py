@@ -67,7 +67,8 @@ def _totals_line(totals: dict) -> str:
     counted = " ".join(f"{name} {counts[name]}" for name in sorted(counts) if counts[name])
     tokens = totals.get("tokens", {})
     used = sum(tokens.values()) if tokens else 0
-    return f"best {_bpb(best)}{gain} | {counted or 'no trials yet'} | tokens {used:,} | ${totals.get('cost_usd', 0.0):.2f}"
+    cost = totals.get("cost_usd", 0.0)
+    return f"best {_bpb(best)}{gain} | {counted or 'no trials yet'} | tokens {used:,} | ${cost:.2f}"
 
 
 def _trial_line(record: dict) -> str:

@@ -112,6 +112,9 @@ def test_project_and_dataset_problems_are_one_line_errors(tmp_path: Path, run_da
         "error: prepare.py has uncommitted changes; commit or stash them before `autoresearch run`")
     git(project, "checkout", "--", "prepare.py")
     assert error_of("--project-dir", str(project), "--resume").startswith("error: --resume: there is no run")
+    assert error_of("--project-dir", str(project), "--data-dir", str(run_dataset), "--agent", "claude").startswith(
+        "error: --agent claude needs an Anthropic API key")  # at once, not after the baseline
+    assert not (project / "runs").exists()
 
 
 def test_pyproject_settings_environment_and_flags_merge_in_that_order(tmp_path: Path) -> None:
@@ -243,4 +246,3 @@ def test_claude_agent_ctrl_c_while_it_thinks_then_resume(tmp_path: Path, run_dat
     assert records[2].description.startswith("Raise MATRIX_LR from 0.005 to 0.03")
     assert records[2].tokens["input"] >= 2200 and records[2].val_bpb < records[0].val_bpb
     assert "MATRIX_LR = 0.03" in (project / "runs" / "t" / "worktree" / "train.py").read_text()
-    assert "ANTHROPIC" not in (project / "runs" / "t" / "trial-0002" / "train.log").read_text()
