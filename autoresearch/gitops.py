@@ -237,13 +237,14 @@ class Workspace:
 
     # -- changing (only the run's own branch and worktree)
 
-    def commit_train_py(self, message: str, trial: int) -> str:
-        """Commit train.py as the trial's commit and point the trial's ref at it; returns the sha."""
-        with _git_errors(f"committing trial {trial}"):
+    def commit_train_py(self, message: str, trial: int | None) -> str:
+        """Commit train.py and point the trial's ref at it (no ref when `trial` is None); returns the sha."""
+        with _git_errors(f"committing trial {trial}" if trial is not None else "committing train.py"):
             self.repo.git.add("--", "train.py")
             self.repo.git.commit("--no-verify", "--quiet", "-m", message, "--", "train.py", env=_COMMIT_ENV)
             commit = self.repo.git.rev_parse("HEAD")
-            self.repo.git.update_ref(trial_ref(self.tag, trial), commit)
+            if trial is not None:
+                self.repo.git.update_ref(trial_ref(self.tag, trial), commit)
         return commit
 
     def set_trial_ref(self, trial: int, commit: str) -> None:

@@ -45,6 +45,7 @@ from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Propo
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
 from autoresearch.integrity import Guard, describe, sha256_text
+from autoresearch.knobs import set_knobs
 from autoresearch.ledger import CRASH, DISCARD, INTERRUPTED, KEEP, REJECTED, TIMEOUT, TrialRecord
 from autoresearch.runconfig import RunConfig
 from autoresearch.view import (
@@ -258,6 +259,8 @@ class Night:
         baseline_commit = self.project.head_commit() if fresh else state["baseline_commit"]
         self.workspace = Workspace.open_or_create(self.project, config.tag, self.run_dir / "worktree",
                                                   start_commit=baseline_commit if fresh else None)
+        if fresh and config.baseline_knobs:
+            baseline_commit = self._apply_baseline_knobs()
         self.guard = Guard(self.workspace.path, Path(config.data_dir or ""), guard_package=config.guard_package)
         now = utc_now()
         self.state = state or {"tag": config.tag, "branch": branch_name(config.tag), "created_at": now,
@@ -271,6 +274,14 @@ class Night:
         self.emit(RUN_STARTED, message=f"{verb} run {config.tag} on branch {branch_name(config.tag)} "
                                        f"(worktree {self.workspace.path}); next trial {self.next_trial():04d}",
                   tag=config.tag, resumed=not fresh, totals=self.totals())
+
+    def _apply_baseline_knobs(self) -> str:
+        """Rewrite the baseline's knobs (the demo shrinks the model for a CPU) as the run's first commit."""
+        path = self.workspace.path / "train.py"
+        source = set_knobs(path.read_text(encoding="utf-8"), self.config.baseline_knobs)
+        ledger.write_text_atomic(path, source)
+        changes = ", ".join(f"{name} = {value!r}" for name, value in self.config.baseline_knobs.items())
+        return self.workspace.commit_train_py(f"baseline knobs for this run: {changes}", None)
 
     def _check_dataset(self) -> None:
         data_dir = Path(self.config.data_dir or contract.dataset_dir())

@@ -17,7 +17,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autoresearch import contract
@@ -61,6 +61,7 @@ class RunConfig:
     seed: int = 42
     proposal_retries: int = 2  # extra tries when a proposal is invalid
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
+    baseline_knobs: dict = field(default_factory=dict)  # knob values committed before the baseline (the demo)
     guard_package: bool = True  # fingerprint the autoresearch package around trials (off only in tests
     #                             that run while the package itself is being edited)
 
@@ -71,7 +72,7 @@ class RunConfig:
     def summary(self) -> dict:
         """The settings recorded in run.json."""
         keys = ("budget", "hours", "max_trials", "max_cost", "agent", "model", "device", "dataset", "data_dir",
-                "seq_len", "eval_tokens", "min_delta", "max_repairs", "startup_allowance", "seed")
+                "seq_len", "eval_tokens", "min_delta", "max_repairs", "startup_allowance", "seed", "baseline_knobs")
         values = asdict(self)
         return {key: (str(values[key]) if isinstance(values[key], Path) else values[key]) for key in keys}
 
