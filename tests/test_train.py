@@ -5,6 +5,7 @@ reference implementations."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
 import os
 import re
@@ -174,6 +175,35 @@ def test_importing_train_is_silent_and_build_model_follows_the_knobs(tiny_datase
     assert sorted(model.value_embeds) == ["1", "3", "5", "7"]  # alternating, the last layer included
 
 
+def test_cuda_style_bf16_embeddings_load_into_the_evaluators_float32_cpu_model(train_module, monkeypatch):
+    """On CUDA the embeddings train (and are saved) in bf16 under bf16 autocast; the evaluator may
+    rebuild the model on the CPU in float32 and must compute the same function."""
+    for name in ("DEPTH", "ASPECT_RATIO", "HEAD_DIM"):
+        monkeypatch.setattr(train_module, name, TINY_KNOBS[name])
+    torch.manual_seed(0)
+    trained = train_module.build_model("cpu")
+    trained.init_weights(embedding_dtype=torch.bfloat16)  # what build_model("cuda") does
+    with torch.no_grad():  # away from the init's zeros, so that every weight matters
+        for param in trained.parameters():
+            param.add_(0.02 * torch.randn_like(param))
+    assert trained.transformer.wte.weight.dtype == torch.bfloat16
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu() for name, tensor in trained.state_dict().items()}, buffer)
+    buffer.seek(0)
+    evaluator_model = train_module.build_model("cpu")
+    evaluator_model.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+    assert all(param.dtype == torch.float32 for param in evaluator_model.parameters())
+    assert torch.equal(evaluator_model.transformer.wte.weight, trained.transformer.wte.weight.float())
+    idx = torch.randint(0, 320, (2, TINY_SEQ_LEN), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the training-time numerics
+            reference = trained(idx)
+        scored = evaluator_model(idx)
+    assert reference.dtype == scored.dtype == torch.float32
+    assert (scored - reference).abs().max() < 0.05 * reference.abs().max()  # an unloaded model: ~1.0
+    assert (scored.argmax(-1) == reference.argmax(-1)).float().mean() > 0.9
+
+
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_sliding_window_masks_agree_with_a_naive_attention(train_module):
     torch.manual_seed(0)
@@ -207,16 +237,17 @@ def test_the_schedule_follows_the_time_budget(train_module):
     assert train_module.muon_weight_decay(0.5) == pytest.approx(0.1)
 
 
-def test_mfu_table_knows_the_h100_variants(train_module):
-    table = train_module.PEAK_BF16_FLOPS
-
-    def lookup(name):
-        return next((flops for key, flops in table if key in name), None)
-
+def test_mfu_table_knows_the_gpu_variants(train_module):
+    lookup = train_module.peak_flops_of
     assert lookup("NVIDIA H100 80GB HBM3") == 989.5e12
-    assert lookup("NVIDIA H100 PCIe") == 756e12
+    assert lookup("NVIDIA H100 PCIe") == 756e12 and lookup("NVIDIA H100 NVL") == 835e12
+    assert lookup("NVIDIA H200") == 989.5e12 and lookup("NVIDIA H200 NVL") == 835e12
+    assert lookup("NVIDIA GH200 480GB") == 989.5e12
     assert lookup("NVIDIA A100-SXM4-80GB") == 312e12
+    assert lookup("NVIDIA L40") == 181e12 and lookup("NVIDIA L40S") == 362e12 and lookup("NVIDIA L4") == 121e12
+    assert lookup("NVIDIA A10") == 125e12 and lookup("NVIDIA RTX A1000") is None  # not an "A10"
     assert lookup("Some Future GPU") is None
+    assert train_module.peak_flops(torch.device("cpu")) is None
 
 
 # --- the optimizer against plain reference implementations --------------------------------------
