@@ -120,6 +120,25 @@ def run(
         help="Seconds past the budget before training is killed (default: 120).", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed given to train.py (default: 42).",
                                              show_default=False)] = None,
+    noise_runs: Annotated[int | None, typer.Option(
+        help="Extra seeds of the baseline at the start: the noise floor (default: 2; 0: none).",
+        show_default=False)] = None,
+    noise_sigmas: Annotated[float | None, typer.Option(
+        help="Keep threshold = max(--min-delta, this x noise std) (default: 2).", show_default=False)] = None,
+    confirm_runs: Annotated[int | None, typer.Option(
+        help="Extra seeds a candidate keep is re-run with before it is kept (default: 1; 0: none).",
+        show_default=False)] = None,
+    quarantine_factor: Annotated[float | None, typer.Option(
+        help="A gain above this x the largest kept gain (and above --quarantine-floor) must repeat under "
+        "another seed (default: 10; 0: off).", show_default=False)] = None,
+    quarantine_floor: Annotated[float | None, typer.Option(
+        help="Gains (bpb) at or below this are never quarantined (default: 0.01).", show_default=False)] = None,
+    overhead_tolerance: Annotated[float | None, typer.Option(
+        help="Seconds of start-up beyond the baseline's before a trial is rejected (default: 30).",
+        show_default=False)] = None,
+    holdout: Annotated[bool | None, typer.Option(
+        "--holdout/--no-holdout", help="Score the baseline and the best on the holdout split when the run "
+        "ends (default: on).", show_default=False)] = None,
     project_dir: Annotated[str | None, typer.Option(
         help="The project: a git checkout with train.py, prepare.py and program.md (default: .).",
         show_default=False)] = None,
@@ -135,7 +154,9 @@ def run(
              "model": model, "device": device, "max_cost": max_cost, "resume": resume or None,
              "dataset": dataset, "data_dir": data_dir, "min_delta": min_delta, "max_repairs": max_repairs,
              "seq_len": seq_len, "eval_tokens": eval_tokens, "startup_allowance": startup_allowance,
-             "seed": seed}
+             "seed": seed, "noise_runs": noise_runs, "noise_sigmas": noise_sigmas, "confirm_runs": confirm_runs,
+             "quarantine_factor": quarantine_factor, "quarantine_floor": quarantine_floor,
+             "overhead_tolerance": overhead_tolerance, "holdout": holdout}
     config = load_config(flags, project_dir=Path(project_dir) if project_dir else None)
     view = make_view()
     try:
@@ -145,6 +166,10 @@ def run(
     best = outcome.best
     score = "no score yet" if best.val_bpb is None else f"best val_bpb {best.val_bpb:.6f} (trial {best.trial})"
     typer.echo(f"run {outcome.tag} {outcome.status}: {outcome.stop_reason}; {score}; records in {outcome.run_dir}")
+    if outcome.holdout:
+        from autoresearch.holdout import format_table, rows_of
+
+        typer.echo(format_table(rows_of(outcome.run_dir, outcome.holdout), outcome.holdout.get("flag")))
     raise typer.Exit(outcome.exit_code)
 
 
@@ -212,6 +237,58 @@ def report(
         if diff:
             document["diff"] = reports.cumulative_diff(summary)
         typer.echo(json.dumps(document, indent=2))
+
+
+# --- eval ---------------------------------------------------------------------------------------
+@app.command(name="eval")
+def eval_command(
+    target: Annotated[str, typer.Argument(
+        help="A run's tag (scores its baseline and best) or a commit (a prefix will do) of a trial whose "
+        "weights were kept.", show_default=False)],
+    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Where the runs live.")] = "runs",
+    device: Annotated[str | None, typer.Option(
+        help="auto, cuda, cpu or mps (default: the run's).", show_default=False)] = None,
+) -> None:
+    """Score on the hidden holdout split: val and holdout side by side, flagged when only val improved."""
+    from pathlib import Path
+
+    from autoresearch import holdout
+
+    runs = Path(runs_dir)
+    if device is not None and device not in ("auto", "cuda", "cpu", "mps"):
+        raise UserError(f"--device: {device!r} is not one of auto, cuda, cpu, mps")
+    if (runs / target / "run.json").is_file():
+        summary = holdout.score_run(runs / target, device=device)
+        if summary is None:
+            raise UserError(f"run {target} has no scored baseline yet; nothing to evaluate")
+        typer.echo(f"run {target}: baseline and best scored on the holdout split now (val_bpb from the records)")
+        typer.echo(holdout.format_table(holdout.rows_of(runs / target, summary), summary.get("flag")))
+        return
+    if len(target) < 4 or any(char not in "0123456789abcdef" for char in target.lower()):
+        raise UserError(f"{target!r} is neither a run under {runs}/ nor a commit; pass a run's tag or a commit")
+    scored = holdout.score_commit(runs, target.lower(), device=device)
+    typer.echo(f"commit {scored.commit[:7]}: trial {scored.trial} of run {scored.run}, scored on the holdout split now")
+    typer.echo(holdout.format_table([scored]))
+
+
+# --- demo ---------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    trials: Annotated[int | None, typer.Option(
+        help="Proposals after the baseline and its noise-floor run (default: 6).", show_default=False)] = None,
+    budget: Annotated[float | None, typer.Option(
+        help="Training seconds per trial (default: 10).", show_default=False)] = None,
+    project_dir: Annotated[str | None, typer.Option(
+        help="The project: a git checkout with train.py, prepare.py and program.md (default: .).",
+        show_default=False)] = None,
+) -> None:
+    """A real night in about three minutes on a CPU, no GPU or API key: prepare the sample, run, report."""
+    from pathlib import Path
+
+    from autoresearch.demo import run_demo
+
+    options = {name: value for name, value in (("trials", trials), ("budget", budget)) if value is not None}
+    raise typer.Exit(run_demo(Path(project_dir) if project_dir else Path.cwd(), **options))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,24 +4,38 @@ The runner starts training through this wrapper, by its file path (`python .../l
 train.py`, the same thing) so that a worktree which itself contains an `autoresearch/` directory
 cannot shadow the installed harness. Before running train.py as `__main__` (with
 runpy, from train.py's own directory, as `python train.py` would), it installs an audit hook
-(`sys.addaudithook`, PEP 578) that watches every file open in the process. Opening one of the
-paths listed in $AUTORESEARCH_PROTECTED_PATHS (the dataset's validation and holdout files, joined
-with os.pathsep) ends the process at once with exit code `INTEGRITY_EXIT_CODE` and the line
-`integrity: training opened validation data <path>` on stderr. `os._exit` is used so that no
-`try/except` in train.py can swallow it.
+(`sys.addaudithook`, PEP 578) that watches the process. $AUTORESEARCH_PROTECTED_PATHS lists the
+dataset's validation and holdout files (joined with os.pathsep; an entry ending in `*` is a name
+prefix, used for the evaluator's cache of packed validation rows, `eval-rows-*`). The process
+ends at once, with exit code `INTEGRITY_EXIT_CODE` and the line `integrity: training opened
+validation data <path>` on stderr, when it:
+
+- opens a protected file by any Python route: `open`, `io.open`, `os.open`, `pathlib`,
+  `np.memmap`, `np.load`/`np.fromfile`, `mmap` (which needs a descriptor from one of those) —
+  all raise the audit event "open"; paths are resolved, so a symbolic link to the file counts;
+- links, renames or copies one (`os.link`, `os.symlink`, `os.rename`/`os.replace`,
+  `shutil.copyfile`), so that it cannot be read later under another name;
+- starts a program whose command line names one (`subprocess`, `os.system`, `os.exec*`,
+  `os.posix_spawn`, `os.spawn*`), say `cp val.bin /tmp/x`.
+
+`os._exit` is used so that no `try/except` in train.py can swallow it. The evaluator installs
+the same hook (with its own message) before it imports train.py.
 
 What this does not protect against: code that opens files without going through Python (C
-extensions or ctypes calling libc directly), child processes train.py starts (the hook lives in
-this interpreter only), reading the data through a copy made before the run, or reaching the data
-over the network. It is a tripwire for honest mistakes and casual cheating, not a sandbox; the
-harness's own evaluator and the holdout split are the real defence.
+extensions or ctypes calling libc directly), what child processes do (the hook lives in this
+interpreter only; only their command lines are checked), a hard link or copy made before the run
+or by another program, a command line that builds the name inside a shell (`cat v"al.bin"`), or
+reaching the data over the network. It is a tripwire for honest mistakes and casual cheating, not
+a sandbox; the harness's own evaluator and the holdout split are the real defence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ENV_PROTECTED_PATHS = "AUTORESEARCH_PROTECTED_PATHS"
@@ -34,28 +48,75 @@ def _normalise(path: str) -> str:
     return os.path.realpath(os.path.abspath(path))
 
 
-def install_guard(protected: list[str]) -> None:
-    """Abort the process when any of `protected` is opened (by path or by a path-like)."""
-    guarded = frozenset(_normalise(path) for path in protected if path)
-    if not guarded:
-        return
-    guarded_names = frozenset(os.path.basename(path) for path in guarded)
+# Audit events that name files: event -> the positions of the path arguments in its args tuple.
+_PATH_EVENTS = {"open": (0,), "os.link": (0, 1), "os.symlink": (0, 1), "os.rename": (0, 1),
+                "shutil.copyfile": (0, 1)}
+# Audit events that start programs: their command lines are searched for a protected file's name.
+_COMMAND_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn")
 
-    def hook(event: str, args: tuple) -> None:
-        if event != "open" or not args:
-            return
-        target = args[0]
+
+def _strings(value: object) -> list[str]:
+    """Every str/bytes/path inside an audit event's argument (commands are lists of them)."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        try:
+            return [os.fsdecode(value)]
+        except (TypeError, ValueError):
+            return []
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def install_guard(protected: list[str], *, message: str = INTEGRITY_MESSAGE,
+                  on_violation: Callable[[str], None] | None = None) -> None:
+    """End the process when any of `protected` is opened, linked, copied or named in a command.
+
+    An entry ending in `*` protects every file whose resolved path starts with the rest. The
+    line `<message> <path>` (plus ` (by os.link)` and the like for what is not an open) goes to stderr; `on_violation(line)` runs first (the
+    evaluator writes its verdict there), then `os._exit(INTEGRITY_EXIT_CODE)`.
+    """
+    exact = frozenset(_normalise(path) for path in protected if path and not path.endswith("*"))
+    prefixes = tuple(_normalise(path[:-1]) for path in protected if path and path.endswith("*"))
+    if not exact and not prefixes:
+        return
+    exact_names = frozenset(os.path.basename(path) for path in exact)
+    prefix_names = tuple(os.path.basename(prefix) for prefix in prefixes)
+    words = tuple(exact_names) + prefix_names  # what a command line naming one would contain
+
+    def violation(path: str, how: str) -> None:
+        line = f"{message} {path}" if how == "open" else f"{message} {path} (by {how})"
+        if on_violation is not None:
+            with contextlib.suppress(BaseException):  # the exit below must happen whatever this does
+                on_violation(line)
+        os.write(2, f"\n{line}\n".encode())
+        os._exit(INTEGRITY_EXIT_CODE)
+
+    def check_path(target: object, how: str) -> None:
         if isinstance(target, int) or target is None:
             return  # an already-open descriptor
         try:
             name = os.fsdecode(target)
         except (TypeError, ValueError):
             return
-        if os.path.basename(name) not in guarded_names:
+        base = os.path.basename(name)
+        if base not in exact_names and not base.startswith(prefix_names) and not os.path.islink(name):
             return  # cheap test first: most opens are of other files
-        if _normalise(name) in guarded:
-            os.write(2, f"\n{INTEGRITY_MESSAGE} {_normalise(name)}\n".encode())
-            os._exit(INTEGRITY_EXIT_CODE)
+        resolved = _normalise(name)
+        if resolved in exact or (prefixes and resolved.startswith(prefixes)):
+            violation(resolved, how)
+
+    def hook(event: str, args: tuple) -> None:
+        positions = _PATH_EVENTS.get(event)
+        if positions is not None:
+            for position in positions:
+                if position < len(args):
+                    check_path(args[position], event)
+            return
+        if event in _COMMAND_EVENTS:
+            for text in _strings(args):
+                for word in words:
+                    if word and word in text:
+                        violation(word, f"{event} {text[:200]}")
 
     sys.addaudithook(hook)
 

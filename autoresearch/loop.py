@@ -1,21 +1,38 @@
 """The overnight loop: `run_night(config)` runs trials until a limit or a stop request ends the run.
 
-A trial, in the order `Night.run_trial` takes the steps:
+A run starts with the baseline (trial 0: the committed train.py, unedited), then `--noise-runs`
+noise-floor trials (the same commit again, each with another seed: "noise floor: baseline, seed
+43"; recorded `discard` with extra {"noise_floor": true}, never kept), then proposals. A trial, in
+the order `Night.run_trial` takes the steps:
 
   1. read `program.md` afresh from the user's checkout (the human steers by editing it) and hash it;
-  2. propose: the agent edits `train.py` in the run's worktree (trial 0, the baseline, is not edited;
-     a repair starts from the crashed train.py and is told its log tail);
+  2. propose: the agent edits `train.py` in the run's worktree (the baseline and the noise-floor
+     runs are not edited; a repair starts from the crashed train.py and is told its log tail);
   3. validate: train.py parses, differs from its parent, repeats no earlier trial's source, and no
      other file changed; an invalid proposal goes back to the agent with the reason (bounded
      retries), then is recorded `rejected` and never committed;
   4. commit on the run's branch, with a ref `refs/autoresearch/<tag>/trial-NNNN` that outlives resets;
-  5. train in a guarded subprocess under the harness's clock (runner.py, launch.py);
+  5. train in a guarded subprocess under the harness's clock, with the seed the harness chose
+     (runner.py, launch.py);
   6. score the saved weights with the harness's evaluator (evaluate.py);
-  7. decide keep or not (`decide`), after checking nothing guarded changed (integrity.py);
-  8. record the trial (ledger.py), then move the worktree back to the best commit.
+  7. judge (`Night._failure`): nothing guarded changed (integrity.py), training neither read the
+     validation data, crashed, ran out of time nor ran more than --overhead-tolerance seconds of
+     start-up beyond the baseline's (work outside its own clock), the evaluator found no tampering
+     or look-ahead, and train.py claimed no val_bpb the evaluator did not measure; every violation
+     is `rejected` with its reason, restored, and told to the agent in its next context;
+  8. decide (`Night._decide`, rules in trust.py): the first run must beat the best commit's mean
+     by more than the keep threshold (max(--min-delta, --noise-sigmas x noise std)); a candidate
+     is trained and scored again with `--confirm-runs` other seeds (in `trial-NNNN/confirm-K/`),
+     and kept only if every run and their mean clear the threshold; a gain far beyond anything
+     kept so far is quarantined until another seed repeats it. The decision is written in words;
+  9. record the trial (ledger.py), then move the worktree back to the best commit.
 
-Only the best trial's weights are kept (`trial-NNNN/model.pt`); the training in progress has its
-process group written to `runs/<tag>/training.pgid` so a later session can kill it if we die.
+When the run ends by a limit, the baseline and the best are scored on the holdout split
+(holdout.py), never used for decisions: `holdout_bpb` on their records and `holdout` in run.json,
+flagged when val improved and holdout did not. The weights of the baseline and of the best trial
+are kept for that (`trial-NNNN/model.pt`), and for `autoresearch eval` later; every other
+trial's are deleted once it is recorded. The training in progress has its process group written
+to `runs/<tag>/training.pgid` so a later session can kill it if we die.
 Every state change is recorded before the worktree is reset, and the records are the source of
 truth: a run killed at any point (Ctrl-C twice, SIGKILL, a power cut) resumes by recording
 unrecorded trial refs as `interrupted` and resetting the worktree to the best kept commit.
@@ -23,7 +40,9 @@ unrecorded trial refs as `interrupted` and resetting the worktree to the best ke
 What this does not protect against: a proposer that ignores the interrupt for a long time in C
 code, the clock being changed during a run (limits use the monotonic clock, records use UTC wall
 time), two machines running the same tag on a shared disk (the lock is a pid file), and a single
-trial overshooting --max-cost (cost is checked between trials).
+trial overshooting --max-cost (cost is checked between trials). The integrity checks guard
+against an optimizer that drifts into breaking the measurement, not against a deliberate
+attacker: see the limits in launch.py, integrity.py, evaluate.py and trust.py.
 """
 
 from __future__ import annotations
@@ -40,7 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import contract, ledger, runner
+from autoresearch import contract, ledger, runner, trust
 from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
@@ -69,6 +88,8 @@ LOCK_FILE = "lock"
 TRAINING_GROUP_FILE = "training.pgid"  # the process group of the training in progress
 WEIGHTS_FILE = "model.pt"
 MAX_AGENT_FAILURES = 5  # consecutive proposer exceptions before the run stops
+CLAIM_TOLERANCE = 0.005  # a claimed val_bpb further than this (relative) from the evaluator's is false
+KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL = "baseline", "noise floor", "proposal"  # the kinds of trial
 Evaluator = Callable[..., object]
 
 
@@ -80,19 +101,32 @@ def trial_dir_name(trial: int) -> str:
     return f"trial-{trial:04d}"
 
 
-# --- The decision ------------------------------------------------------------------------------
+# --- Failures ----------------------------------------------------------------------------------
 
 
-def decide(val_bpb: float, best_val_bpb: float | None, *, min_delta: float = 0.0) -> tuple[str, str]:
-    """Keep or discard a scored trial: (status, the reason in words). Lower val_bpb is better."""
-    if best_val_bpb is None:
-        return KEEP, f"first score of the run: {val_bpb:.6f}"
-    threshold = best_val_bpb - min_delta
-    if val_bpb < threshold:
-        return KEEP, (f"{val_bpb:.6f} < best {best_val_bpb:.6f}" +
-                      (f" - min_delta {min_delta:g}" if min_delta else ""))
-    return DISCARD, (f"{val_bpb:.6f} is not below best {best_val_bpb:.6f}" +
-                     (f" - min_delta {min_delta:g}" if min_delta else ""))
+@dataclass
+class Failure:
+    """Why a run of a trial does not count: its status, the reason for the record, a note for the agent."""
+
+    status: str
+    reason: str
+    note: str | None = None  # told to the agent in its next context (rejections)
+    extra: dict = field(default_factory=dict)
+
+
+def claimed_score_failure(claimed: float | None, measured: float) -> Failure | None:
+    """A finite val_bpb printed by train.py that the evaluator did not measure is a false claim.
+
+    Under the harness train.py cannot measure val_bpb ($AUTORESEARCH_TRAIN_ONLY=1: it prints nan),
+    so a number that disagrees with the evaluator's was made up.
+    """
+    if claimed is None or claimed != claimed or claimed in (float("inf"), float("-inf")):
+        return None
+    if abs(claimed - measured) <= CLAIM_TOLERANCE * max(abs(measured), 1e-9):
+        return None
+    reason = (f"claim: train.py printed val_bpb {claimed:.6f} but the harness's evaluator measured "
+              f"{measured:.6f}; the metric comes only from the evaluator")
+    return Failure(REJECTED, reason, "train.py must not print a val_bpb of its own under the harness.")
 
 
 # --- Stopping ----------------------------------------------------------------------------------
@@ -190,6 +224,7 @@ class RunOutcome:
     baseline_val_bpb: float | None
     trials_this_session: int
     exit_code: int
+    holdout: dict | None = None  # run.json's `holdout` when it was scored at the end of the run
 
 
 class AgentFailure(Exception):
@@ -295,32 +330,10 @@ class Night:
         verify_dataset(data_dir, check_hashes=False)
 
     def _acquire_lock(self) -> None:
-        lock = self.run_dir / LOCK_FILE
-        for _ in range(3):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = int(lock.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    holder = 0
-                if holder and holder != os.getpid() and _pid_alive(holder):
-                    raise UserError(f"another autoresearch run (pid {holder}) is using {self.run_dir}; "
-                                    f"stop it first, or delete {lock} if that process is not autoresearch") from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{os.getpid()}\n")
-            return
-        raise UserError(f"could not take the lock {lock}; delete it if no run is active")
+        acquire_run_lock(self.run_dir)
 
     def release_lock(self) -> None:
-        lock = self.run_dir / LOCK_FILE
-        try:
-            if int(lock.read_text().strip() or 0) == os.getpid():
-                lock.unlink()
-        except (OSError, ValueError):
-            pass
+        release_run_lock(self.run_dir)
 
     def _reconcile(self) -> None:
         """Make records, refs and the worktree agree after any kind of stop, then load the state."""
@@ -383,6 +396,70 @@ class Night:
     def baseline_val_bpb(self) -> float | None:
         kept = [record for record in self.records if record.status == KEEP]
         return kept[0].val_bpb if kept else None
+
+    def baseline_record(self) -> TrialRecord | None:
+        return next((record for record in self.records if record.status == KEEP), None)
+
+    # -- the noise floor and the keep rule (trust.py has the rules; these gather the numbers)
+
+    def _score_groups(self) -> dict[str, list[tuple[int, float]]]:
+        """(seed, val_bpb) of every scored run, by commit: the baseline's seeds, a candidate's runs."""
+        groups: dict[str, list[tuple[int, float]]] = {}
+        for record in self.records:
+            if record.status not in (KEEP, DISCARD) or record.val_bpb is None or not record.commit:
+                continue
+            runs = record.extra.get("runs") or [{"seed": record.seed, "val_bpb": record.val_bpb}]
+            groups.setdefault(record.commit, []).extend((run["seed"], float(run["val_bpb"])) for run in runs)
+        return groups
+
+    def _baseline_runs(self) -> list[tuple[int, float]]:
+        """(seed, val_bpb) of the baseline and its noise-floor runs."""
+        baseline = self.baseline_record()
+        return self._score_groups().get(baseline.commit, []) if baseline is not None else []
+
+    def threshold(self) -> trust.Threshold:
+        """max(--min-delta, --noise-sigmas x the std of the baseline's seeds); --min-delta before it is known."""
+        scores = [score for _, score in self._baseline_runs()]
+        std = trust.sample_std(scores)
+        return trust.keep_threshold(std, max(0, len(scores) - 1), sigmas=self.config.noise_sigmas,
+                                    min_delta=self.config.min_delta)
+
+    def reference(self) -> tuple[float, str]:
+        """The best commit's mean val_bpb over its seeds, and how to name it in words."""
+        runs = self._score_groups().get(self.best.commit) or [(self.config.seed, self.best.val_bpb)]
+        who = "the baseline" if self.best.trial == self._baseline_trial() else f"the best (trial {self.best.trial})"
+        if len(runs) == 1:
+            return runs[0][1], who
+        return trust.mean([score for _, score in runs]), f"{who}'s mean over {len(runs)} seeds"
+
+    def largest_kept_gain(self) -> float | None:
+        gains = [-record.delta for record in self.records if record.status == KEEP and record.delta is not None
+                 and record.trial != self._baseline_trial()]
+        return max(gains) if gains else None
+
+    def _baseline_trial(self) -> int | None:
+        baseline = self.baseline_record()
+        return baseline.trial if baseline else None
+
+    def pending_noise_seeds(self) -> list[int]:
+        """The noise-floor seeds still to run: only between the baseline and the first proposal."""
+        baseline = self._baseline_trial()
+        if baseline is None:
+            return []
+        later = [record for record in self.records if record.trial > baseline and record.status != INTERRUPTED]
+        if any(not record.extra.get("noise_floor") for record in later):
+            return []  # proposals have started: the noise floor is what it is
+        done = {record.seed for record in later}
+        return [seed for seed in trust.noise_seeds(self.config.seed, self.config.noise_runs) if seed not in done]
+
+    def _refresh_noise_floor(self) -> None:
+        """run.json's `noise_floor`, from the records: the baseline's seeds and scores, the std, the threshold."""
+        runs = self._baseline_runs()
+        if len(runs) < 2:
+            self.state["noise_floor"] = None
+            return
+        self.state["noise_floor"] = trust.noise_floor_record(
+            [seed for seed, _ in runs], [score for _, score in runs], self.threshold())
 
     def totals(self) -> dict:
         counts = {status: 0 for status in ledger.STATUSES}
@@ -461,23 +538,35 @@ class Night:
 
     # -- one trial: the story in the module docstring
 
+    def next_kind(self) -> tuple[str, int]:
+        """What the next trial is (baseline, noise-floor run or proposal) and the seed it trains with."""
+        if self.best.val_bpb is None:
+            return KIND_BASELINE, self.config.seed
+        pending = self.pending_noise_seeds()
+        if pending:
+            return KIND_NOISE, pending[0]
+        return KIND_PROPOSAL, self.config.seed
+
     def run_trial(self, number: int) -> TrialRecord:
         started = time.monotonic()
         trial_dir = self.run_dir / trial_dir_name(number)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        baseline = self.best.val_bpb is None
-        repair = None if baseline else self.repair
-        record = TrialRecord(trial=number, status=INTERRUPTED,
-                             description="baseline" if baseline else "(proposing)", parent=self.best.commit, commit="", started_at=utc_now(), ended_at="",
-                             seed=self.config.seed, repair_attempt=repair.attempt if repair else 0)
-        if baseline:
+        kind, seed = self.next_kind()
+        repair = self.repair if kind == KIND_PROPOSAL else None
+        description = {KIND_BASELINE: "baseline", KIND_NOISE: f"noise floor: baseline, seed {seed}"}.get(kind, "(proposing)")
+        record = TrialRecord(trial=number, status=INTERRUPTED, description=description, parent=self.best.commit,
+                             commit="", started_at=utc_now(), ended_at="", seed=seed,
+                             repair_attempt=repair.attempt if repair else 0)
+        if kind == KIND_BASELINE:
             record.extra["baseline"] = True
-        label = record.description if baseline else (f"repair {repair.attempt} of trial {repair.crashed_trial}"
-                                                      if repair else "proposing")
+        elif kind == KIND_NOISE:
+            record.extra["noise_floor"] = True
+        label = record.description if kind != KIND_PROPOSAL else (
+            f"repair {repair.attempt} of trial {repair.crashed_trial}" if repair else "proposing")
         self.emit(TRIAL_STARTED, number, label, repair_attempt=record.repair_attempt)
         fatal: UserError | None = None
         try:
-            fatal = self._steps(record, baseline, repair, trial_dir)
+            fatal = self._steps(record, kind, repair, trial_dir)
         except KeyboardInterrupt:
             runner.kill_child_groups()  # an evaluator or agent subprocess in a session of its own
             record.status = INTERRUPTED
@@ -493,9 +582,10 @@ class Night:
             raise fatal
         return record
 
-    def _steps(self, record: TrialRecord, baseline: bool, repair: Repair | None,
+    def _steps(self, record: TrialRecord, kind: str, repair: Repair | None,
                trial_dir: Path) -> UserError | None:
-        """Steps 1-7 of a trial; fills in `record`. Returns a UserError that must end the run, if any."""
+        """Steps 1-8 of a trial; fills in `record`. Returns a UserError that must end the run, if any."""
+        baseline = kind != KIND_PROPOSAL  # the baseline and its noise-floor runs train the committed train.py
         # 1. program.md, read afresh
         program_md = self._read_program_md()
         record.program_md_sha256 = sha256_text(program_md)
@@ -519,19 +609,30 @@ class Night:
         # 4. commit
         record.train_py_sha256 = sha256_text(source)
         self._commit(record, baseline, trial_dir)
-        # 5-6. train, then score
+        # 5-7. train, score, judge
+        training, evaluation, failure = self._train_and_score(record, trial_dir, record.seed, kind)
+        self._note_training(record, training)
+        if failure is not None:
+            self._apply(record, failure)
+            return None
+        record.val_bpb = float(evaluation.bpb)  # type: ignore[attr-defined]
+        # 8. decide
+        self._decide(record, trial_dir, kind)
+        return None
+
+    def _train_and_score(self, record: TrialRecord, run_dir: Path, seed: int,
+                         kind: str) -> tuple[runner.TrainingResult, object | None, Failure | None]:
+        """Steps 5-7 for one seed: train under the guard, score unless something already failed, judge."""
         before = self.guard.snapshot()
-        training = self._train(record, trial_dir)
+        training = self._train(record, run_dir, seed)
         changes = self.guard.changes(before)  # the evaluator's row cache included: training must not touch it
         evaluation = None
-        if training.status == runner.OK and not changes:
-            evaluation = self._evaluate(record, trial_dir)
+        if training.status == runner.OK and not changes and self._overhead_failure(training, kind) is None:
+            evaluation = self._evaluate(record, run_dir)
             # train.py's module code runs again inside the evaluator: check once more
             after_evaluation = self.guard.changes(before, eval_cache=False)
             changes += [change for change in after_evaluation if change not in changes]
-        # 7. decide
-        self._judge(record, training, evaluation, changes)
-        return None
+        return training, evaluation, self._failure(training, evaluation, changes, kind)
 
     def _read_program_md(self) -> str:
         try:
@@ -647,15 +748,16 @@ class Night:
         source = (self.workspace.path / "train.py").read_text(encoding="utf-8")
         ledger.write_text_atomic(trial_dir / "train.py", source)
 
-    def _training_env(self, trial_dir: Path) -> dict[str, str]:
+    def _training_env(self, trial_dir: Path, seed: int) -> dict[str, str]:
         config = self.config
         env = {name: value for name, value in os.environ.items() if not name.startswith("ANTHROPIC_")}
         data_dir = Path(config.data_dir or contract.dataset_dir())
         protected = [str(data_dir / f"{split}{suffix}")
                      for split in ("val", "holdout") for suffix in (".bin", ".docs.npy")]
+        protected.append(str(data_dir / "eval-rows-*"))  # the evaluator's packed validation rows
         env.update({
             contract.ENV_TIME_BUDGET: f"{config.budget:g}",
-            contract.ENV_SEED: str(config.seed),
+            contract.ENV_SEED: str(seed),
             contract.ENV_DATA_DIR: str(data_dir),
             contract.ENV_MAX_SEQ_LEN: str(config.seq_len),
             contract.ENV_DEVICE: config.device,
@@ -669,8 +771,11 @@ class Night:
         env.pop(contract.ENV_DATASET, None)  # the data dir is explicit
         return env
 
-    def _train(self, record: TrialRecord, trial_dir: Path) -> runner.TrainingResult:
-        self.emit(TRAINING, record.trial, f"{record.description} ({record.commit[:7]})", commit=record.commit)
+    def _train(self, record: TrialRecord, trial_dir: Path, seed: int) -> runner.TrainingResult:
+        """Train one seed of the trial in `trial_dir` (its log and weights go there)."""
+        seed_note = "" if seed == self.config.seed else f", seed {seed}"
+        self.emit(TRAINING, record.trial, f"{record.description} ({record.commit[:7]}{seed_note})", commit=record.commit)
+        trial_dir.mkdir(parents=True, exist_ok=True)
         (trial_dir / WEIGHTS_FILE).unlink(missing_ok=True)
 
         def on_progress(progress: runner.Progress) -> None:
@@ -681,12 +786,20 @@ class Night:
             ledger.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, f"{pgid}\n")
 
         result = runner.run_training(
-            self.workspace.path / "train.py", env=self._training_env(trial_dir), log_path=trial_dir / "train.log",
+            self.workspace.path / "train.py", env=self._training_env(trial_dir, seed), log_path=trial_dir / "train.log",
             wall_limit=self.config.wall_limit, on_progress=on_progress, on_start=on_start,
             should_stop=lambda: self.stop.requested, kill_grace=self.config.kill_grace)
         self.active_training_group = None
         (self.run_dir / TRAINING_GROUP_FILE).unlink(missing_ok=True)
-        record.training_seconds = round(result.seconds, 3)
+        record.training_seconds = round((record.training_seconds or 0.0) + result.seconds, 3)  # all seeds
+        if self.config.device in ("auto", "cuda") and not runner.wait_for_gpu_release(result.pids):
+            self.emit(NOTE, record.trial, "the GPU still lists this trial's processes after 30 s; going on")
+        if result.status == runner.INTERRUPTED:
+            raise KeyboardInterrupt
+        return result
+
+    def _note_training(self, record: TrialRecord, result: runner.TrainingResult) -> None:
+        """What train.py claimed about its first run (kept as claims) and a flag where the clock disagrees."""
         record.claimed_val_bpb = runner.float_or_none(result.summary.get("val_bpb"))
         record.claimed_training_seconds = runner.float_or_none(result.summary.get("training_seconds"))
         vram_mb = runner.float_or_none(result.summary.get("peak_vram_mb"))
@@ -695,14 +808,15 @@ class Night:
             record.extra["claimed"] = result.summary
         if result.last_progress is not None:
             record.extra["last_step"] = result.last_progress.step
-        if self.config.device in ("auto", "cuda") and not runner.wait_for_gpu_release(result.pids):
-            self.emit(NOTE, record.trial, "the GPU still lists this trial's processes after 30 s; going on")
-        if result.status == runner.INTERRUPTED:
-            raise KeyboardInterrupt
-        return result
+        claimed = record.claimed_training_seconds
+        if claimed is not None and claimed > result.seconds + 1.0:
+            record.extra.setdefault("flags", []).append(
+                f"train.py claimed training_seconds {claimed:g} but its process ran {result.seconds:.1f} s "
+                "by the harness's clock (the harness's number is recorded)")
 
     def _evaluate(self, record: TrialRecord, trial_dir: Path) -> object:
         self.emit(EVALUATING, record.trial, "scoring val_bpb")
+        spent = record.evaluation_seconds or 0.0
         clock = time.monotonic()
         with self.stop.interruptible():
             result = self.evaluator()(
@@ -710,62 +824,125 @@ class Night:
                 split="val", tokens=self.config.eval_tokens, seq_len=self.config.seq_len,
                 device=self.config.device, timeout=self.config.eval_timeout, log_path=trial_dir / "eval.log",
                 env={"PYTHONDONTWRITEBYTECODE": "1"})
-        record.evaluation_seconds = round(time.monotonic() - clock, 3)
+        record.evaluation_seconds = round(spent + time.monotonic() - clock, 3)  # all seeds
         payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(vars(result))
         ledger.write_json_atomic(trial_dir / "eval.json", payload)
         return result
 
-    def _judge(self, record: TrialRecord, training: runner.TrainingResult, evaluation: object | None,
-               changes: list) -> None:
-        """Steps 6-7: from what happened to a status and a reason in words."""
+    def _failure(self, training: runner.TrainingResult, evaluation: object | None, changes: list,
+                 kind: str) -> Failure | None:
+        """Step 7: why this run does not count, in the order the checks matter; None when it scored."""
         guarded = {change.name for change in changes}
         # Any other tracked file of the worktree changed counts too (new untracked files are just cleaned).
         tracked = [name for name in self.workspace.changed_files()
                    if name not in guarded and self._is_tracked(name)]
         if changes or tracked:
             names = [change.name for change in changes] + tracked
-            record.status, record.failure_reason = REJECTED, "integrity: train.py modified " + ", ".join(names)
-            self.rejection_notes.append(f"Trial {record.trial} was rejected: {record.failure_reason}. "
-                                        "Worktree files were restored; train.py must not change other files.")
+            failure = Failure(REJECTED, "integrity: train.py modified " + ", ".join(names),
+                              "Worktree files were restored; train.py must not change other files.")
             unrestorable = [change for change in changes if not change.restorable]
             if unrestorable:
-                record.extra["stops_run"] = (f"{describe(unrestorable)}: the harness or the dataset can no longer "
-                                             "be trusted; reinstall autoresearch or re-run `autoresearch prepare`, "
-                                             "then resume")
-            return
+                failure.extra["stops_run"] = (f"{describe(unrestorable)}: the harness or the dataset can no longer "
+                                              "be trusted; reinstall autoresearch or re-run `autoresearch prepare`, "
+                                              "then resume")
+            return failure
         if training.status == runner.INTEGRITY:
-            record.status, record.failure_reason = REJECTED, training.reason
-            self.rejection_notes.append(f"Trial {record.trial} was rejected: {training.reason}. "
-                                        "train.py may read only the train split.")
-            return
+            return Failure(REJECTED, training.reason or "integrity", "train.py may read only the train split.")
         if training.status == runner.TIMEOUT:
-            record.status, record.failure_reason = TIMEOUT, training.reason
-            return
+            return Failure(TIMEOUT, training.reason or "timeout")
         if training.status == runner.CRASH:
-            record.status, record.failure_reason = CRASH, training.reason
-            return
+            return Failure(CRASH, training.reason or "crash", extra={"crash_log": "train.log"})
+        overhead = self._overhead_failure(training, kind)
+        if overhead is not None:
+            return overhead
         assert evaluation is not None
         if not getattr(evaluation, "ok", False):
-            kind = getattr(evaluation, "failure_kind", None)
+            failure_kind = getattr(evaluation, "failure_kind", None)
             why = getattr(evaluation, "reason", None) or "the evaluator failed"
-            if kind in ("causality", "tamper"):
-                record.status, record.failure_reason = REJECTED, f"{kind}: {why}"
-                self.rejection_notes.append(f"Trial {record.trial} was rejected by the evaluator: {kind}: {why}")
-            elif kind == "timeout":
-                record.status, record.failure_reason = TIMEOUT, f"evaluation timed out: {why}"
-            else:
-                record.status, record.failure_reason = CRASH, f"evaluation failed ({kind}): {why}"
-                record.extra["crash_log"] = "eval.log"
-            record.extra["eval_failure_kind"] = kind
+            extra = {"eval_failure_kind": failure_kind}
+            if failure_kind in ("causality", "tamper"):
+                reason = why if why.startswith(f"{failure_kind}:") else f"{failure_kind}: {why}"
+                return Failure(REJECTED, reason, f"The evaluator rejected it: {reason}", extra)
+            if failure_kind == "timeout":
+                return Failure(TIMEOUT, f"evaluation timed out: {why}", extra=extra)
+            return Failure(CRASH, f"evaluation failed ({failure_kind}): {why}", extra={**extra, "crash_log": "eval.log"})
+        return claimed_score_failure(runner.float_or_none(training.summary.get("val_bpb")),
+                                     float(evaluation.bpb))  # type: ignore[attr-defined]
+
+    def _overhead_failure(self, training: runner.TrainingResult, kind: str) -> Failure | None:
+        """Training work outside train.py's own clock: more start-up than the baseline's, past a tolerance.
+
+        The harness's wall clock around the process minus the budget is the start-up (and
+        shut-down) a trial spends outside its timer; the baseline's is the yardstick.
+        """
+        baseline = self.baseline_record()
+        if kind == KIND_BASELINE or training.status != runner.OK or baseline is None or baseline.training_seconds is None:
+            return None
+        budget = self.config.budget
+        allowed = max(0.0, baseline.training_seconds - budget) + self.config.overhead_tolerance
+        outside = training.seconds - budget
+        if outside <= allowed:
+            return None
+        reason = (f"time: train.py's process ran {training.seconds:.1f} s, {outside:.1f} s beyond its {budget:g} s "
+                  f"budget; the baseline's start-up was {max(0.0, baseline.training_seconds - budget):.1f} s and "
+                  f"the tolerance is {self.config.overhead_tolerance:g} s (--overhead-tolerance): training work "
+                  "outside the budget's clock (before its timer starts, or after it ends) does not count")
+        return Failure(REJECTED, reason, "Do all training inside TIME_BUDGET, measured from the start of the run.")
+
+    def _apply(self, record: TrialRecord, failure: Failure, prefix: str = "", run_dir: str = "") -> None:
+        record.status, record.failure_reason = failure.status, prefix + failure.reason
+        extra = dict(failure.extra)
+        if run_dir and "crash_log" in extra:
+            extra["crash_log"] = f"{run_dir}/{extra['crash_log']}"
+        record.extra.update(extra)
+        if failure.note:
+            self.rejection_notes.append(f"Trial {record.trial} was rejected: {record.failure_reason}. {failure.note}")
+
+    def _decide(self, record: TrialRecord, trial_dir: Path, kind: str) -> None:
+        """Step 8: keep or discard a scored trial, in words (the rules are in trust.py)."""
+        val_bpb = float(record.val_bpb)  # type: ignore[arg-type]
+        if kind == KIND_BASELINE:
+            record.status, record.decision = KEEP, f"baseline: {val_bpb:.6f} (seed {record.seed})"
             return
-        val_bpb = float(evaluation.bpb)  # type: ignore[attr-defined]
-        record.val_bpb = val_bpb
-        if self.best.val_bpb is not None:
-            record.delta = val_bpb - self.best.val_bpb
-        if record.trial == 0 or self.best.val_bpb is None:
-            record.status, record.decision = KEEP, f"baseline: {val_bpb:.6f}"
-        else:
-            record.status, record.decision = decide(val_bpb, self.best.val_bpb, min_delta=self.config.min_delta)
+        reference, reference_words = self.reference()
+        record.delta = val_bpb - reference
+        record.extra["reference_bpb"] = reference
+        if kind == KIND_NOISE:
+            record.status = DISCARD
+            record.decision = (f"noise-floor run of the baseline (seed {record.seed}): {val_bpb:.6f}; measures "
+                               "run-to-run noise and is never kept")
+            return
+        threshold = self.threshold()
+        first = trust.screen(val_bpb, reference, threshold, reference_words)
+        if not first.candidate:
+            record.status, record.decision = DISCARD, first.reason
+            return
+        quarantined = trust.quarantine(first.gain, self.largest_kept_gain(), threshold,
+                                       factor=self.config.quarantine_factor, floor=self.config.quarantine_floor)
+        count = max(self.config.confirm_runs, 1 if quarantined else 0)
+        if count == 0:
+            record.status, record.decision = KEEP, first.reason + "; not re-run (--confirm-runs 0)"
+            return
+        if quarantined:
+            record.extra["quarantined"] = quarantined
+        runs = [(record.seed, val_bpb)]
+        record.extra["runs"] = [{"seed": record.seed, "val_bpb": val_bpb}]
+        for index, seed in enumerate(trust.confirmation_seeds(self.config.seed, record.trial, count), start=1):
+            self.emit(NOTE, record.trial, f"candidate: confirming with seed {seed} ({index} of {count})")
+            run_dir = f"confirm-{index}"
+            training, evaluation, failure = self._train_and_score(record, trial_dir / run_dir, seed, kind)
+            (trial_dir / run_dir / WEIGHTS_FILE).unlink(missing_ok=True)  # only a trial's first weights are kept
+            if failure is not None:
+                self._apply(record, failure, prefix=f"confirmation run (seed {seed}): ", run_dir=run_dir)
+                return
+            score = float(evaluation.bpb)  # type: ignore[attr-defined]
+            runs.append((seed, score))
+            record.extra["runs"].append({"seed": seed, "val_bpb": score, "training_seconds": round(training.seconds, 3)})
+        status, why = trust.confirm(runs, reference, threshold, quarantined=bool(quarantined))
+        record.val_bpb = trust.mean([score for _, score in runs])
+        record.delta = record.val_bpb - reference
+        record.status = status
+        record.decision = "; ".join(part for part in (quarantined, "first run: " + first.reason, why) if part)
 
     def _is_tracked(self, name: str) -> bool:
         try:
@@ -790,10 +967,11 @@ class Night:
         self.records.append(record)
         if record.train_py_sha256:
             self.seen_sources.setdefault(record.train_py_sha256, record.trial)
+        self._refresh_noise_floor()
         self._save_state()
         self.workspace.reset_to(self.best.commit)
-        # Weights: only the best trial's are kept (a later holdout score needs them).
-        if record.status == KEEP and previous.trial is not None:
+        # Weights: the baseline's and the best trial's are kept (holdout scores and `autoresearch eval`).
+        if record.status == KEEP and previous.trial is not None and previous.trial != self._baseline_trial():
             (self.run_dir / trial_dir_name(previous.trial) / WEIGHTS_FILE).unlink(missing_ok=True)
         elif record.status != KEEP:
             (trial_dir / WEIGHTS_FILE).unlink(missing_ok=True)
@@ -802,6 +980,8 @@ class Night:
         return record
 
     def _plan_repair(self, record: TrialRecord, trial_dir: Path) -> None:
+        if record.extra.get("noise_floor"):
+            return  # the baseline's own code: nothing for the agent to repair
         if record.status == CRASH and record.commit and self.best.val_bpb is not None \
                 and record.repair_attempt < self.config.max_repairs:
             log = trial_dir / record.extra.get("crash_log", "train.log")
@@ -811,6 +991,26 @@ class Night:
             self.repair = None
 
     # -- closing
+
+    def score_holdout(self) -> dict | None:
+        """At the end of a run: the baseline and the best on the holdout split (holdout.py)."""
+        from autoresearch.holdout import score_run
+
+        baseline = self.baseline_record()
+        if baseline is None or baseline.val_bpb is None:
+            return None
+        self.emit(EVALUATING, None, "scoring the baseline and the best on the holdout split")
+        try:
+            with self.stop.interruptible():
+                summary = score_run(self.run_dir, self.evaluator(), force=False, locked=True)
+        except UserError as error:  # the records stand; the holdout can be scored later with `autoresearch eval`
+            self.emit(NOTE, message=f"holdout not scored: {error}")
+            return None
+        if summary is not None:
+            self.state["holdout"] = summary
+            if summary.get("flag"):
+                self.emit(NOTE, message=f"holdout: {summary['flag']}")
+        return summary
 
     def close(self, status: str, reason: str) -> None:
         self.state.update(status=status, stop_reason=reason, pid=None)
@@ -834,6 +1034,37 @@ class Night:
             self.release_lock()
         with contextlib.suppress(Exception):
             self.view.close()
+
+
+def acquire_run_lock(run_dir: Path) -> None:
+    """Take `runs/<tag>/lock` (a pid file) or raise a UserError naming the process that holds it."""
+    lock = Path(run_dir) / LOCK_FILE
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _pid_alive(holder):
+                raise UserError(f"another autoresearch run (pid {holder}) is using {run_dir}; "
+                                f"stop it first, or delete {lock} if that process is not autoresearch") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return
+    raise UserError(f"could not take the lock {lock}; delete it if no run is active")
+
+
+def release_run_lock(run_dir: Path) -> None:
+    lock = Path(run_dir) / LOCK_FILE
+    try:
+        if int(lock.read_text().strip() or 0) == os.getpid():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def _pid_alive(pid: int) -> bool:
@@ -871,6 +1102,7 @@ def run_night(config: RunConfig, *, proposer: Proposer | None = None, view: View
     if handle_signals:
         stop.install()
     status, reason = ledger.RUN_FINISHED, "stopped"
+    holdout: dict | None = None
     try:
         try:
             reason = night.loop()
@@ -883,10 +1115,17 @@ def run_night(config: RunConfig, *, proposer: Proposer | None = None, view: View
             raise
         if stop.requested:
             status = ledger.RUN_INTERRUPTED
+        elif config.holdout and not night.failed:
+            try:
+                holdout = night.score_holdout()
+            except KeyboardInterrupt:
+                stop.request("interrupted while scoring the holdout split")
+                status, reason = ledger.RUN_INTERRUPTED, f"{reason}; interrupted while scoring the holdout split"
         night.close(status, reason)
     finally:
         stop.uninstall()
         night.release_lock()
     return RunOutcome(tag=config.tag, run_dir=night.run_dir, status=status, stop_reason=reason, best=night.best,
                       baseline_val_bpb=night.baseline_val_bpb(), trials_this_session=night.session_trials,
-                      exit_code=EXIT_INTERRUPTED if status == ledger.RUN_INTERRUPTED else int(night.failed))
+                      exit_code=EXIT_INTERRUPTED if status == ledger.RUN_INTERRUPTED else int(night.failed),
+                      holdout=holdout)

@@ -82,7 +82,9 @@ def headline_lines(report: RunReport) -> list[tuple[str, str]]:
         crashed += " (timeout)" if c.timeout == 1 else " (all timeouts)"
     parts = [f"{c.kept} kept", f"{c.discarded} discarded", crashed]
     parts += [f"{n} {name}" for n, name in ((c.rejected, "rejected"), (c.interrupted, "interrupted")) if n]
-    lines = [("trials", f"{c.trials} after the baseline: " + " · ".join(parts))]
+    noise = f" (+ {c.noise_runs} noise-floor run{'s' if c.noise_runs != 1 else ''} of the baseline)" \
+        if c.noise_runs else ""
+    lines = [("trials", f"{c.trials} after the baseline{noise}: " + " · ".join(parts))]
     baseline = next((t for t in report.trials if t.trial == report.baseline_trial), None)
     if baseline is None:
         lines.append(("val_bpb", "no baseline recorded yet"))
@@ -108,6 +110,12 @@ def headline_lines(report: RunReport) -> list[tuple[str, str]]:
 
 
 def _holdout_text(report: RunReport) -> str:
+    text = _holdout_numbers(report)
+    flag = (report.holdout or {}).get("flag")
+    return f"{text}  ⚠ {flag}" if flag else text
+
+
+def _holdout_numbers(report: RunReport) -> str:
     base, best = report.baseline_holdout_bpb, report.best_holdout_bpb
     if base is None and best is None:
         return "not recorded (the best was not scored on the holdout split)"

@@ -110,6 +110,7 @@ class Counts:
     timeout: int = 0
     rejected: int = 0
     interrupted: int = 0
+    noise_runs: int = 0  # noise-floor runs of the baseline (not experiments: never kept, not in `trials`)
 
 
 @dataclass
@@ -157,6 +158,7 @@ class RunReport:
     programs: list[ProgramStretch]
     pending_trials: list[int]  # trial directories with no record yet (a trial in progress)
     warnings: list[str] = field(default_factory=list)
+    holdout: dict | None = None  # run.json's `holdout`: baseline and best on holdout, and the flag
 
     @property
     def plot_path(self) -> Path:
@@ -410,6 +412,7 @@ def _summarize(run_dir: Path, tag: str, source: str, run_info: dict, records: li
         failures=_failure_groups(ordered),
         programs=_program_stretches(trials, baseline_val),
         pending_trials=pending, warnings=warnings,
+        holdout=run_info.get("holdout") if isinstance(run_info.get("holdout"), dict) else None,
     )
 
 
@@ -443,6 +446,9 @@ def _counts(ordered: list[ledger.TrialRecord], baseline) -> Counts:
     counts = Counts()
     for record in ordered:
         if record is baseline:
+            continue
+        if (record.extra or {}).get("noise_floor"):
+            counts.noise_runs += 1
             continue
         counts.trials += 1
         status = record.status

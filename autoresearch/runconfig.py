@@ -6,6 +6,10 @@ AUTORESEARCH_DEVICE, AUTORESEARCH_AGENT, AUTORESEARCH_TIME_BUDGET) override thos
 flags override everything. Every value is checked here, and a bad one is a UserError naming where
 it came from, so the loop only ever sees a complete, valid `RunConfig`.
 
+The trust settings (noise_runs, noise_sigmas, confirm_runs, quarantine_factor, quarantine_floor,
+overhead_tolerance, holdout) are explained in trust.py and loop.py; `[tool.autoresearch]` may set
+them too (`noise-runs = 4`).
+
 This module does not check that the dataset or the project exist (gitops and the loop do), and a
 resumed run takes its settings from the flags given now, not from the run's first start.
 """
@@ -61,6 +65,13 @@ class RunConfig:
     seed: int = 42
     proposal_retries: int = 2  # extra tries when a proposal is invalid
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
+    noise_runs: int = 2  # extra seeds of the baseline at the start of a run: the noise floor (0: none)
+    noise_sigmas: float = 2.0  # keep threshold = max(min_delta, noise_sigmas x noise std)
+    confirm_runs: int = 1  # extra seeds a candidate keep is trained with before it is kept (0: none)
+    quarantine_factor: float = 10.0  # a gain above this x the largest kept gain so far ...
+    quarantine_floor: float = 0.01  # ... and above this (bpb) must repeat under another seed (factor 0: off)
+    overhead_tolerance: float = 30.0  # seconds of start-up beyond the baseline's before a trial is rejected
+    holdout: bool = True  # score the baseline and the best on the holdout split when the run ends
     baseline_knobs: dict = field(default_factory=dict)  # knob values committed before the baseline (the demo)
     guard_package: bool = True  # fingerprint the autoresearch package around trials (off only in tests
     #                             that run while the package itself is being edited)
@@ -72,16 +83,21 @@ class RunConfig:
     def summary(self) -> dict:
         """The settings recorded in run.json."""
         keys = ("budget", "hours", "max_trials", "max_cost", "agent", "model", "device", "dataset", "data_dir",
-                "seq_len", "eval_tokens", "min_delta", "max_repairs", "startup_allowance", "seed", "baseline_knobs")
+                "seq_len", "eval_tokens", "min_delta", "max_repairs", "startup_allowance", "seed", "baseline_knobs",
+                "noise_runs", "noise_sigmas", "confirm_runs", "quarantine_factor", "quarantine_floor",
+                "overhead_tolerance", "holdout")
         values = asdict(self)
         return {key: (str(values[key]) if isinstance(values[key], Path) else values[key]) for key in keys}
 
 
-_FLOATS = {"budget", "hours", "max_cost", "min_delta", "startup_allowance", "eval_timeout", "kill_grace"}
-_INTS = {"max_trials", "seq_len", "eval_tokens", "max_repairs", "seed", "proposal_retries"}
+_FLOATS = {"budget", "hours", "max_cost", "min_delta", "startup_allowance", "eval_timeout", "kill_grace",
+           "noise_sigmas", "quarantine_factor", "quarantine_floor", "overhead_tolerance"}
+_INTS = {"max_trials", "seq_len", "eval_tokens", "max_repairs", "seed", "proposal_retries", "noise_runs",
+         "confirm_runs"}
 _STRINGS = {"tag", "agent", "model", "device", "dataset"}
 _PATHS = {"data_dir"}
-SETTABLE = _FLOATS | _INTS | _STRINGS | _PATHS
+_BOOLS = {"holdout"}
+SETTABLE = _FLOATS | _INTS | _STRINGS | _PATHS | _BOOLS
 
 
 def _pyproject_settings(project_dir: Path) -> dict:
@@ -126,9 +142,16 @@ def _coerce(name: str, value: object, source: str) -> object:
             return int(value)  # type: ignore[call-overload]
         if name in _PATHS:
             return Path(str(value)).expanduser()
+        if name in _BOOLS:
+            if isinstance(value, bool):
+                return value
+            words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+            if str(value).strip().lower() not in words:
+                raise ValueError
+            return words[str(value).strip().lower()]
         return str(value)
     except (TypeError, ValueError):
-        kind = "a number" if name in _FLOATS else "a whole number"
+        kind = "a number" if name in _FLOATS else "true or false" if name in _BOOLS else "a whole number"
         raise UserError(f"{source}: {value!r} is not {kind}") from None
 
 
@@ -190,7 +213,9 @@ def _check(config: RunConfig, sources: dict[str, str]) -> None:
             fail(name, f"must be greater than 0 (got {value:g})")
     non_negative = {"max_cost": config.max_cost, "min_delta": config.min_delta, "max_repairs": config.max_repairs,
                     "proposal_retries": config.proposal_retries, "kill_grace": config.kill_grace,
-                    "seed": config.seed}
+                    "seed": config.seed, "noise_runs": config.noise_runs, "noise_sigmas": config.noise_sigmas,
+                    "confirm_runs": config.confirm_runs, "quarantine_factor": config.quarantine_factor,
+                    "quarantine_floor": config.quarantine_floor, "overhead_tolerance": config.overhead_tolerance}
     for name, value in non_negative.items():
         if value is not None and value < 0:
             fail(name, f"must not be negative (got {value:g})")

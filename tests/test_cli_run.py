@@ -27,7 +27,8 @@ def run_dataset(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return sealed_copy(tiny_dataset, tmp_path_factory.mktemp("cli-run-data") / "tiny")
 
 
-SMALL = ["--budget", "20", "--device", "cpu", "--seq-len", "64", "--eval-tokens", "4096", "--tag", "t"]
+SMALL = ["--budget", "20", "--device", "cpu", "--seq-len", "64", "--eval-tokens", "4096", "--tag", "t",
+         "--noise-runs", "0", "--confirm-runs", "0", "--quarantine-factor", "0", "--no-holdout"]
 
 
 def start(project: Path, data_dir: Path, *args: str, **env: str) -> subprocess.Popen:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +314,38 @@ def test_integrity_check_sees_a_replaced_function_and_an_active_mode(monkeypatch
     with TorchFunctionMode():
         assert "mode active" in evaluate._check_integrity(snapshot)
     assert evaluate._check_integrity(snapshot) is None
+
+
+def test_run_evaluator_is_importable_without_torch() -> None:
+    code = ("import sys; from autoresearch.evaluate import EvalResult, run_evaluator; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_run_evaluator_kills_its_process_group_when_interrupted(tmp_path, tiny_dataset, token_bytes):
+    train_py, weights = _toy(tmp_path, len(token_bytes), build_extra="time.sleep(120)")
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 3.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path, tiny_dataset, train_py, weights, timeout=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert _processes_naming(str(train_py)) == []
