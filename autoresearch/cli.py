@@ -84,7 +84,7 @@ def prepare(
 def run(
     hours: Annotated[float | None, typer.Option(help="Stop starting trials after this many hours.")] = None,
     max_trials: Annotated[int | None, typer.Option(
-        help="Stop after this many trials in the run (counted across resumes, the baseline included).")] = None,
+        help="Stop after this many trials in the run (across resumes; the baseline counts, noise-floor runs do not).")] = None,
     tag: Annotated[str | None, typer.Option(
         help="Name of the run: branch autoresearch/<tag>, records in runs/<tag> (default: today's date; "
         "with --resume, the latest run).", show_default=False)] = None,
@@ -121,7 +121,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Seed given to train.py (default: 42).",
                                              show_default=False)] = None,
     noise_runs: Annotated[int | None, typer.Option(
-        help="Extra seeds of the baseline at the start: the noise floor (default: 2; 0: none).",
+        help="Extra seeds of the baseline at the start: the noise floor (default: 4; 0: none).",
         show_default=False)] = None,
     noise_sigmas: Annotated[float | None, typer.Option(
         help="Keep threshold = max(--min-delta, this x noise std) (default: 2).", show_default=False)] = None,

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from autoresearch.errors import UserError
+from autoresearch.runconfig import RunConfig, load_config
 
 DEMO_DATASET = "sample-demo"  # not "sample": `prepare --dataset sample` builds that one at the full vocabulary
 DEMO_VOCAB_SIZE = 1024  # measured on 2 cores, 10 s: val_bpb 0.45 (vs 0.48 at 512, 0.59 at 2048; one seed each)
@@ -100,22 +101,15 @@ def _one_thread_per_process() -> Iterator[None]:
         os.environ.pop("OMP_NUM_THREADS", None)
 
 
-def demo_config(project_dir: Path, data_dir: Path, tag: str, *, trials: int, budget: float):
+def demo_config(project_dir: Path, data_dir: Path, tag: str, *, trials: int, budget: float) -> RunConfig:
     """The RunConfig of the demo: a real run's settings, shrunk (the environment does not apply)."""
-    from autoresearch.runconfig import RunConfig, load_config
-
     flags = {"tag": tag, "budget": budget, "agent": "offline", "device": "cpu", "data_dir": str(data_dir),
              "seq_len": DEMO_SEQ_LEN, "eval_tokens": DEMO_EVAL_TOKENS,
-             "startup_allowance": DEMO_STARTUP_ALLOWANCE}
+             "startup_allowance": DEMO_STARTUP_ALLOWANCE, "noise_runs": DEMO_NOISE_RUNS,
+             "confirm_runs": DEMO_CONFIRM_RUNS,
+             "max_trials": 1 + trials}  # the baseline counts; noise-floor runs do not
     config = load_config(flags, project_dir=project_dir, environ={})
-    known = {field.name for field in dataclasses.fields(RunConfig)}
-    # The noise floor and confirmation runs, when this version of the loop has them.
-    extras = {"noise_runs": DEMO_NOISE_RUNS, "confirm_runs": DEMO_CONFIRM_RUNS}
-    changes: dict[str, object] = {name: value for name, value in extras.items() if name in known}
-    noise_runs = int(changes.get("noise_runs", 0))  # type: ignore[call-overload]
-    changes.update(baseline_knobs=dict(DEMO_KNOBS), eval_timeout=DEMO_EVAL_TIMEOUT,
-                   max_trials=1 + noise_runs + trials)  # the baseline and the noise floor are trials too
-    return dataclasses.replace(config, **changes)
+    return dataclasses.replace(config, baseline_knobs=dict(DEMO_KNOBS), eval_timeout=DEMO_EVAL_TIMEOUT)
 
 
 def _seconds(value: float) -> str:

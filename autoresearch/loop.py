@@ -483,7 +483,9 @@ class Night:
         config = self.config
         if self.stop.requested:
             return self.stop.reason or "interrupted"
-        if config.max_trials is not None and len(self.records) >= config.max_trials:
+        # noise-floor runs measure the baseline; they are not trials the user counts (nor does the report)
+        counted = sum(1 for record in self.records if not record.extra.get("noise_floor"))
+        if config.max_trials is not None and counted >= config.max_trials:
             return f"reached --max-trials {config.max_trials}"
         if config.max_cost is not None and sum(record.cost_usd for record in self.records) >= config.max_cost:
             return f"reached --max-cost ${config.max_cost:g}"

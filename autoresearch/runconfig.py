@@ -65,7 +65,7 @@ class RunConfig:
     seed: int = 42
     proposal_retries: int = 2  # extra tries when a proposal is invalid
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
-    noise_runs: int = 2  # extra seeds of the baseline at the start of a run: the noise floor (0: none)
+    noise_runs: int = 4  # extra seeds of the baseline at the start of a run: the noise floor (0: none)
     noise_sigmas: float = 2.0  # keep threshold = max(min_delta, noise_sigmas x noise std)
     confirm_runs: int = 1  # extra seeds a candidate keep is trained with before it is kept (0: none)
     quarantine_factor: float = 10.0  # a gain above this x the largest kept gain so far ...

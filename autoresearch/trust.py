@@ -25,12 +25,12 @@ The rules, as the records and the report state them:
   `quarantine_floor`) needs at least one confirmation run even with --confirm-runs 0, and every
   confirmation run must repeat at least half of the first run's gain.
 
-What this does not protect against: a small sample. With the default two extra seeds the std has
-two degrees of freedom and is below half the true std in about one run in five. Simulated nights
-of 30 pure-noise proposals (tests/test_trust.py) still keep something in about 3 nights in 10
-with the defaults, against nearly every night with keep-any-improvement; --noise-runs 4 makes it
-about 2 in 10, --noise-runs 8 about 1 in 10, --confirm-runs 2 about 1.5 in 10, at little cost in
-power (a real 4-sigma gain is kept about 9 times in 10 in each case). Confirmation defends against luck, not against a change that cheats
+What this does not protect against: a small sample. With the default four extra seeds the std
+has four degrees of freedom and is well below the true std in some runs. Simulated nights of 30
+pure-noise proposals (tests/test_trust.py) still keep something in about 2 nights in 10 with the
+defaults (3 in 10 with two extra seeds), against nearly every night with keep-any-improvement;
+--noise-runs 8 makes it about 1 in 10, at little cost in power (a real 4-sigma gain is kept about
+9 times in 10 in each case). Confirmation defends against luck, not against a change that cheats
 the same way under every seed (integrity.py, launch.py and the evaluator are for that), nor
 against a slow drift of the machine (a throttling GPU) that shifts every score of the night.
 """

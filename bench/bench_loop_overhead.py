@@ -103,7 +103,7 @@ def main() -> None:
             (integrity.Guard, "changes", "integrity fingerprints (after)"),
             (runner, "run_training", "training subprocess (start-up to reaped)"),
             (runner, "wait_for_gpu_release", "GPU release wait"),
-            (loop.Night, "_judge", "decide (incl. worktree status)"),
+            (loop.Night, "_decide", "decide (incl. worktree status)"),
             (ledger, "append_trial", "append record"),
             (ledger, "write_run_state", "write run.json"),
             (gitops.Workspace, "reset_to", "reset worktree to best"),
@@ -111,7 +111,8 @@ def main() -> None:
             timed(owner, name, label)
 
         config = load_config({"budget": 5, "tag": "bench", "data_dir": str(data_dir), "device": "cpu",
-                              "max_trials": args.trials + 1, "agent": "offline"}, project_dir=project, environ={})
+                              "max_trials": args.trials + 1, "agent": "offline", "noise_runs": 0, "confirm_runs": 0,
+                              "holdout": False}, project_dir=project, environ={})
         config.guard_package = args.guard_package
         started = time.perf_counter()
         outcome = loop.run_night(config, view=NullView(), evaluator=fake_evaluator(), handle_signals=False)

@@ -182,7 +182,7 @@ def test_pure_noise_is_never_kept_past_confirmation(nothing_project: Path, tiny_
     # an example of the rule at work, not a proof; the proof is the rate measured there.
     double = ScoreDouble(sigma, seed=8)
     agent = ScriptedProposer([set_knob("LEARNING_RATE", 0.001 + 0.0001 * n) for n in range(1, proposals + 1)])
-    run_night(config_for(nothing_project, tiny_dataset, max_trials=3 + proposals, noise_runs=2, confirm_runs=1,
+    run_night(config_for(nothing_project, tiny_dataset, max_trials=1 + proposals, noise_runs=2, confirm_runs=1,
                          quarantine_factor=0), proposer=agent, evaluator=double, handle_signals=False)
 
     records = check_records_and_git(nothing_project, "t")
@@ -217,7 +217,7 @@ def test_a_seed_change_win_is_quarantined_and_a_val_only_gain_is_flagged(nothing
         add_line("GAIN = 0.05", "a real gain"),                            # quarantined, repeated: kept
         add_line("GAIN = 0.06\nHOLDOUT_GAIN = -0.01", "a gain on val only"),  # kept, but holdout got worse
     ])
-    outcome = run_night(config_for(nothing_project, tiny_dataset, max_trials=6, noise_runs=2, confirm_runs=0,
+    outcome = run_night(config_for(nothing_project, tiny_dataset, max_trials=4, noise_runs=2, confirm_runs=0,
                                    holdout=True), proposer=agent, evaluator=double, handle_signals=False)
     records = check_records_and_git(nothing_project, "t")
     lucky, real, val_only = records[3:]
