@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch import ledger
+from autoresearch import atomic, ledger
 from autoresearch.errors import UserError
 from autoresearch.ledger import KEEP, TrialRecord
 
@@ -115,7 +115,7 @@ def score_trial(run_dir: Path, record: TrialRecord, state: dict, *, evaluator: E
             seq_len=config.get("seq_len"), device=device or config.get("device") or "auto", timeout=timeout,
             log_path=trial_dir / HOLDOUT_LOG, env={"PYTHONDONTWRITEBYTECODE": "1"})
     payload = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
-    ledger.write_json_atomic(trial_dir / HOLDOUT_JSON, payload)
+    atomic.write_json_atomic(trial_dir / HOLDOUT_JSON, payload)
     if not getattr(result, "ok", False):
         return None, f"the evaluator failed on holdout ({getattr(result, 'failure_kind', None)}): " \
                      f"{getattr(result, 'reason', None)}"
@@ -152,7 +152,7 @@ def write_holdout_scores(run_dir: Path, scores: dict[int, float | None]) -> None
             payload["holdout_bpb"] = scores[payload["trial"]]
             line = json.dumps(payload, sort_keys=True)
         rewritten.append(line)
-    ledger.write_text_atomic(path, "".join(line + "\n" for line in rewritten))
+    atomic.write_text_atomic(path, "".join(line + "\n" for line in rewritten))
 
 
 def baseline_and_best(records: list[TrialRecord]) -> tuple[TrialRecord | None, TrialRecord | None]:

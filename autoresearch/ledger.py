@@ -7,7 +7,8 @@ reader still skips a torn last line (say, from a full disk) and reports it rathe
 so notebooks written for the reference read it unchanged.
 
 `run.json` (the run's state and settings) is rewritten whole through a temporary file and
-`os.replace`, so a reader sees the old version or the new one, never half of one.
+`os.replace` (`autoresearch.atomic`), so a reader sees the old version or the new one, never half
+of one.
 
 What this does not protect against: two processes appending to the same run at once (the loop
 holds a lock file for that), or a user editing the files by hand.
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+# write_text_atomic is re-exported for callers that still reach it through the ledger.
+from autoresearch.atomic import write_json_atomic, write_text_atomic  # noqa: F401
 
 TRIALS_FILE = "trials.jsonl"
 RUN_FILE = "run.json"
@@ -144,23 +147,6 @@ def read_trials(run_dir: Path) -> TrialLog:
 RUN_RUNNING, RUN_FINISHED, RUN_INTERRUPTED = "running", "finished", "interrupted"
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write `payload` as JSON to `path` through a temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_run_state(run_dir: Path, state: dict) -> None:
     write_json_atomic(Path(run_dir) / RUN_FILE, state)
 
@@ -171,19 +157,3 @@ def read_run_state(run_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to `path` through a temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

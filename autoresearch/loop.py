@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import contract, ledger, runner, trust
+from autoresearch import atomic, contract, ledger, runner, trust
 from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
@@ -314,7 +314,7 @@ class Night:
         """Rewrite the baseline's knobs (the demo shrinks the model for a CPU) as the run's first commit."""
         path = self.workspace.path / "train.py"
         source = set_knobs(path.read_text(encoding="utf-8"), self.config.baseline_knobs)
-        ledger.write_text_atomic(path, source)
+        atomic.write_text_atomic(path, source)
         changes = ", ".join(f"{name} = {value!r}" for name, value in self.config.baseline_knobs.items())
         return self.workspace.commit_train_py(f"baseline knobs for this run: {changes}", None)
 
@@ -701,7 +701,7 @@ class Night:
             record.tokens = usage.as_tokens()
             record.cost_usd = usage.cost_usd
             record.agent_seconds = agent_seconds
-            ledger.write_json_atomic(trial_dir / "transcript.json",
+            atomic.write_json_atomic(trial_dir / "transcript.json",
                                      {"trial": record.trial, "messages": transcript})
 
     def _fresh_worktree(self, repair: Repair | None) -> None:
@@ -746,9 +746,9 @@ class Night:
                 message += f" (repair {record.repair_attempt} of trial {self.repair.crashed_trial})"
             record.commit = self.workspace.commit_train_py(message, record.trial)
             diff = self.workspace.diff(record.parent, record.commit)
-        ledger.write_text_atomic(trial_dir / "diff.patch", diff)
+        atomic.write_text_atomic(trial_dir / "diff.patch", diff)
         source = (self.workspace.path / "train.py").read_text(encoding="utf-8")
-        ledger.write_text_atomic(trial_dir / "train.py", source)
+        atomic.write_text_atomic(trial_dir / "train.py", source)
 
     def _training_env(self, trial_dir: Path, seed: int) -> dict[str, str]:
         config = self.config
@@ -785,7 +785,7 @@ class Night:
 
         def on_start(pgid: int) -> None:
             self.active_training_group = pgid
-            ledger.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, f"{pgid}\n")
+            atomic.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, f"{pgid}\n")
 
         result = runner.run_training(
             self.workspace.path / "train.py", env=self._training_env(trial_dir, seed), log_path=trial_dir / "train.log",
@@ -828,7 +828,7 @@ class Night:
                 env={"PYTHONDONTWRITEBYTECODE": "1"})
         record.evaluation_seconds = round(spent + time.monotonic() - clock, 3)  # all seeds
         payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(vars(result))
-        ledger.write_json_atomic(trial_dir / "eval.json", payload)
+        atomic.write_json_atomic(trial_dir / "eval.json", payload)
         return result
 
     def _failure(self, training: runner.TrainingResult, evaluation: object | None, changes: list,
@@ -1049,7 +1049,7 @@ def acquire_run_lock(run_dir: Path) -> None:
                 holder = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 holder = 0
-            if holder and holder != os.getpid() and _pid_alive(holder):
+            if holder and holder != os.getpid() and runner.pid_alive(holder):
                 raise UserError(f"another autoresearch run (pid {holder}) is using {run_dir}; "
                                 f"stop it first, or delete {lock} if that process is not autoresearch") from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
@@ -1067,21 +1067,6 @@ def release_run_lock(run_dir: Path) -> None:
             lock.unlink()
     except (OSError, ValueError):
         pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    status = Path(f"/proc/{pid}/stat")
-    if status.exists():
-        with contextlib.suppress(OSError):
-            text = status.read_text()
-            return text[text.rfind(")") + 2 :].split()[0] != "Z"
-    return True
 
 
 def run_night(config: RunConfig, *, proposer: Proposer | None = None, view: View | None = None,

@@ -2,8 +2,14 @@
 
 x is the trial number, y is val_bpb (lower is better). Discarded trials are grey, kept ones green
 with their (shortened) descriptions; crashes and rejections have no score, so they are marked as
-small crosses along the top edge and counted in the legend. Scores far above the baseline are
-clamped to the top of the axis (drawn as triangles) so one exploding trial does not flatten the rest.
+small crosses along the top edge and counted in the legend. Only outliers are clamped to the top of
+the axis (drawn as triangles), so one exploding trial does not flatten the rest: a score is ordinary,
+and drawn as a point, when it lies within the largest of SPREAD_FACTOR x the baseline-to-best
+spread, NOISE_FACTOR x the noise floor's std, RELATIVE_ALLOWANCE x the baseline (above the
+baseline), or within ROBUST_SIGMAS robust standard deviations (1.4826 x the median absolute
+deviation) of the median score. When the run measured a noise floor, a shaded band from the
+baseline's mean down to mean - keep threshold, bounded by a dashed line, shows the bar a trial had
+to clear to be kept.
 
 matplotlib is imported inside `save_progress_plot` with the Agg backend, so importing this module
 (and starting the CLI) stays fast and no display is needed. The PNG is written to a temporary file
@@ -13,7 +19,9 @@ render every script in a description (non-Latin glyphs may show as boxes).
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -25,6 +33,12 @@ LABEL_CHARACTERS = 40  # kept-trial descriptions are shortened to this
 MAX_LABELS = 24  # with more kept trials, only the biggest steps are labelled
 KEPT_COLOR, DISCARD_COLOR, BEST_COLOR = "#2ca02c", "#b0b0b0", "#1f77b4"
 CRASH_COLOR, REJECT_COLOR = "#d62728", "#ff7f0e"
+NOISE_COLOR = "#9467bd"
+# What counts as an ordinary score (drawn) rather than an outlier (clamped): see the module docstring.
+SPREAD_FACTOR = 4.0
+NOISE_FACTOR = 6.0
+RELATIVE_ALLOWANCE = 0.15
+ROBUST_SIGMAS = 5.0
 
 
 def _shorten(text: str, limit: int = LABEL_CHARACTERS) -> str:
@@ -59,7 +73,7 @@ def save_progress_plot(report: RunReport, path: Path) -> Path:
             axes.text(0.5, 0.5, "no trial has been scored yet", ha="center", va="center",
                       transform=axes.transAxes, fontsize=14, color="#555555")
         else:
-            top = _clamp_ceiling(report, [t.val_bpb for t in scored])
+            bottom, top = y_range(report, [t.val_bpb for t in scored])
             above = [t for t in discarded if t.val_bpb > top]
             within = [t for t in discarded if t.val_bpb <= top]
             axes.scatter([t.trial for t in within], [t.val_bpb for t in within], s=16, c=DISCARD_COLOR,
@@ -82,7 +96,13 @@ def save_progress_plot(report: RunReport, path: Path) -> Path:
                 note = axes.annotate(label, (t.trial, t.val_bpb), xytext=(5, 6), textcoords="offset points",
                                      fontsize=8, rotation=25, color="#1a5e1a", zorder=5)
                 note.set_in_layout(False)  # a long label may run off the edge; it must not shrink the axes
-            bottom = min(t.val_bpb for t in scored)
+            bar = keep_bar(report)
+            if bar is not None:
+                reference, needed = bar
+                axes.axhspan(needed, reference, color=NOISE_COLOR, alpha=0.18, zorder=1, linewidth=0,
+                             label=f"noise floor: a keep needed < {needed:.4f} (baseline mean - "
+                                   f"{reference - needed:.4f})")
+                axes.axhline(needed, color=NOISE_COLOR, linestyle="--", linewidth=1.0, zorder=1)
             margin = max((top - bottom) * 0.08, 1e-4)
             axes.set_ylim(bottom - margin, top + 2 * margin)  # headroom for the crash markers
         edge = transforms.blended_transform_factory(axes.transData, axes.transAxes)
@@ -123,10 +143,42 @@ def _labelled(kept: list, baseline_trial: int | None) -> list:
     return [t for t in kept if t.trial in chosen]
 
 
+def _finite_number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def keep_bar(report: RunReport) -> tuple[float, float] | None:
+    """(the baseline's mean over its seeds, that mean minus the keep threshold) when the run measured
+    a noise floor; None otherwise. A proposal first had to score below the second to be kept."""
+    floor = report.noise_floor or {}
+    threshold = _finite_number(floor.get("keep_threshold"))
+    reference = _finite_number(floor.get("mean"))
+    if reference is None:
+        reference = report.baseline_val_bpb
+    if threshold is None or reference is None:
+        return None
+    return reference, reference - threshold
+
+
+def y_range(report: RunReport, values: list[float]) -> tuple[float, float]:
+    """(lowest, ceiling) of the y axis before margins: every score and the keep bar, except outliers
+    above the ceiling (drawn clamped). See the module docstring for what counts as ordinary."""
+    bar = keep_bar(report)
+    lowest = min([*values, *([bar[1]] if bar else [])])
+    return lowest, _clamp_ceiling(report, values)
+
+
 def _clamp_ceiling(report: RunReport, values: list[float]) -> float:
-    """The top of the y axis: every score, unless some are far above the baseline."""
+    """The top of the y axis: the highest score, unless it is an outlier."""
     highest = max(values)
     baseline = report.baseline_val_bpb if report.baseline_val_bpb is not None else min(values)
-    span = max(baseline - min(values), abs(baseline) * 0.01, 1e-3)
-    ceiling = baseline + 3 * span
+    spread = max(baseline - min(values), 0.0)
+    std = _finite_number((report.noise_floor or {}).get("std")) or 0.0
+    allowance = max(SPREAD_FACTOR * spread, NOISE_FACTOR * std, RELATIVE_ALLOWANCE * abs(baseline), 1e-3)
+    ordered = sorted(values)
+    median = statistics.median(ordered)
+    robust_std = 1.4826 * statistics.median(abs(v - median) for v in ordered)
+    ceiling = max(baseline + allowance, median + ROBUST_SIGMAS * robust_std)
     return highest if highest <= ceiling else ceiling

@@ -9,8 +9,6 @@ are escaped; other markup passes through as the agent wrote it).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from rich import box
@@ -18,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from autoresearch.atomic import write_text_atomic
 from autoresearch.report import PLOT_FILE, RunReport, cumulative_diff, run_row
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
@@ -384,16 +383,7 @@ def markdown_text(report: RunReport, diff: bool = False) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the report is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, mode=0o644)  # the report is meant to be shared, whatever was there
     return path
 
 

@@ -13,6 +13,8 @@ before the kill, a training that fills the disk faster than the log cap is check
 GPU memory held by processes outside the group. On CUDA, `wait_for_gpu_release` waits (bounded)
 until nvidia-smi no longer lists the group's processes, so the next trial starts on an empty GPU;
 when nvidia-smi shows other PIDs (a container's PID namespace) it cannot tell and returns early.
+`pid_alive` (a pid exists and is not a zombie) serves the run lock and the dataset builder; it
+cannot tell a recycled pid from the process that first held it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,24 +125,44 @@ class OutputParser:
 # --- Processes ---------------------------------------------------------------------------------
 
 
+def _stat_fields(process_dir: str) -> list[str] | None:
+    """The fields of `<process_dir>/stat` after `(comm)` (state, ppid, pgrp, ...); None if unreadable."""
+    try:
+        stat = Path(process_dir, "stat").read_text()
+    except OSError:
+        return None
+    # pid (comm) state ppid pgrp ...; comm may hold spaces or parentheses
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _live_processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields) of every process in /proc that is not a zombie; nothing where /proc is absent."""
+    if not Path("/proc/self/stat").exists():
+        return
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.path)
+            if fields is not None and len(fields) >= 3 and fields[0] != "Z":
+                yield int(entry.name), fields
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie; another user's process counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _stat_fields(f"/proc/{pid}")
+    return not fields or fields[0] != "Z"
+
+
 def _group_members(pgid: int) -> set[int] | None:
     """Live (non-zombie) processes of a process group, from /proc; None where /proc is absent."""
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
+    if not Path("/proc/self/stat").exists():
         return None
-    members = set()
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces or parentheses
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] != "Z":
-            members.add(int(entry.name))
-    return members
+    return {pid for pid, fields in _live_processes() if int(fields[2]) == pgid}
 
 
 def group_alive(pgid: int) -> bool:
@@ -203,18 +225,8 @@ def kill_child_groups(grace: float = 2.0) -> None:
     start_new_session does not get the terminal's SIGINT and would otherwise outlive us.
     """
     me, my_group = os.getpid(), os.getpgrp()
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        return
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[1]) == me and int(fields[2]) != my_group and fields[0] != "Z":
+    for _, fields in _live_processes():
+        if int(fields[1]) == me and int(fields[2]) != my_group:
             kill_group(int(fields[2]), grace)
 
 

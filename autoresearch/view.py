@@ -13,6 +13,7 @@ caller's bug, not a recorded failure.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,29 @@ class Event:
     trial: int | None = None
     message: str = ""
     data: dict = field(default_factory=dict)
+
+
+# What the loop says when a trial of the noise floor starts, and before each confirmation run.
+NOISE_FLOOR_MESSAGE = re.compile(r"^noise floor: .*\bseed (\d+)")
+CONFIRMING_MESSAGE = re.compile(r"^candidate: confirming with seed (\d+)(?: \((\d+) of (\d+)\))?")
+
+
+def trial_purpose(message: str) -> str | None:
+    """What a trial that is not a proposal is for, from its TRIAL_STARTED message: "baseline" or
+    "noise floor (seed N)"; None for a proposal (or a repair)."""
+    if message == "baseline":
+        return "baseline"
+    match = NOISE_FLOOR_MESSAGE.match(message)
+    return f"noise floor (seed {match.group(1)})" if match else None
+
+
+def confirmation_purpose(message: str) -> str | None:
+    """ "confirming (seed N, i of n)" from the loop's note before a confirmation run; None otherwise."""
+    match = CONFIRMING_MESSAGE.match(message)
+    if not match:
+        return None
+    seed, index, count = match.groups()
+    return f"confirming (seed {seed}, {index} of {count})" if index else f"confirming (seed {seed})"
 
 
 class View(Protocol):
@@ -134,7 +158,7 @@ class LiveView:
         from rich.live import Live
 
         self.console = console or Console()
-        self.state: dict = {"trial": None, "description": "", "phase": "starting", "progress": None,
+        self.state: dict = {"trial": None, "description": "", "phase": "starting", "purpose": None, "progress": None,
                             "totals": {}, "title": "autoresearch", "phase_started": time.monotonic()}
         self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
                          get_renderable=self._render)
@@ -153,7 +177,7 @@ class LiveView:
         waited = time.monotonic() - state["phase_started"]
         grid.add_row("phase", f"{state['phase']} ({waited:.0f}s)")
         progress = state["progress"]
-        if progress and state["phase"] == "training":
+        if progress and state["phase"].startswith("training"):
             grid.add_row("training", f"step {progress['step']}  loss {progress['loss']:.4f}  "
                                      f"{progress['percent']:.0f}%  {progress['remaining']:.0f}s left")
         grid.add_row("run", _totals_line(state["totals"]))
@@ -170,18 +194,24 @@ class LiveView:
             state["title"] = f"autoresearch {data.get('tag', '')}"
             self.console.print(event.message)
         elif event.kind == TRIAL_STARTED:
-            state.update(trial=event.trial, description=event.message, progress=None)
-            self._phase("proposing" if event.message != "baseline" else "baseline")
+            purpose = trial_purpose(event.message)
+            state.update(trial=event.trial, description=event.message, progress=None, purpose=purpose)
+            self._phase(purpose or "proposing")
         elif event.kind == PROPOSAL:
             state["description"] = data.get("description", state["description"])
-        elif event.kind == TRAINING:
-            self._phase("training")
-        elif event.kind == EVALUATING:
-            self._phase("evaluating")
+        elif event.kind in (TRAINING, EVALUATING):
+            doing = "training" if event.kind == TRAINING else "evaluating"
+            purpose = state["purpose"] if event.trial is not None else None  # the holdout has no trial
+            self._phase(f"{doing}, {purpose}" if purpose else doing)
         elif event.kind == TRIAL_FINISHED:
             self.console.print(_trial_line(data["record"]))
+            state["purpose"] = None
             self._phase("between trials")
         elif event.kind in (NOTE, PROPOSAL_INVALID):
+            confirming = confirmation_purpose(event.message) if event.kind == NOTE else None
+            if confirming:
+                state["purpose"] = confirming
+                self._phase(confirming)
             prefix = f"trial {event.trial:04d} " if event.trial is not None else ""
             self.console.print(f"[dim]{prefix}{event.message}[/dim]")
         elif event.kind == RUN_STOPPED:

@@ -49,6 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from autoresearch import contract  # noqa: E402
+from autoresearch.atomic import write_text_atomic  # noqa: E402
 from autoresearch.knobs import read_knobs, set_knobs  # noqa: E402
 
 TINY_KNOBS = {"DEPTH": 2, "ASPECT_RATIO": 32, "HEAD_DIM": 32, "DEVICE_BATCH_SIZE": 4, "TOTAL_BATCH_SIZE": 2**10,
@@ -328,9 +329,7 @@ def write_results(out: Path | None, results: dict) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("bench_train.json", json.dumps(results, indent=2) + "\n"), ("bench_train.md", markdown(results))):
-        temporary = out / (name + ".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, out / name)
+        write_text_atomic(out / name, text)
     print(f"results: {out / 'bench_train.json'} and {out / 'bench_train.md'}", flush=True)
 
 

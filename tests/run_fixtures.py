@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from autoresearch import knobs, ledger
+from autoresearch import knobs, ledger, trust
 from autoresearch.agent.base import Proposal, ProposalContext, Usage
 from autoresearch.gitops import trial_ref
 
@@ -138,6 +138,16 @@ def do_nothing(description: str = "an edit that did not apply") -> Step:
 # --- The invariant -----------------------------------------------------------------------------
 
 
+def decision_score(records: list[ledger.TrialRecord], commit: str) -> float:
+    """The mean val_bpb over a commit's scored runs, as the loop's keep rule computes it."""
+    scores = []
+    for record in records:
+        if record.commit == commit and record.status in (ledger.KEEP, ledger.DISCARD) and record.val_bpb is not None:
+            runs = record.extra.get("runs") or [{"val_bpb": record.val_bpb}]
+            scores += [float(run["val_bpb"]) for run in runs]
+    return trust.mean(scores)
+
+
 def check_records_and_git(project: Path, tag: str, torn_lines: tuple[int, ...] = ()) -> list[ledger.TrialRecord]:
     """Records and git agree: refs, the keep chain, the worktree at the best, run.json's best."""
     run_dir = project / "runs" / tag
@@ -167,7 +177,11 @@ def check_records_and_git(project: Path, tag: str, torn_lines: tuple[int, ...] =
     if kept:
         assert state["best"]["val_bpb"] == kept[-1].val_bpb
         assert state["best"]["trial"] == kept[-1].trial
-        assert min(r.val_bpb for r in kept) == kept[-1].val_bpb
+        # What each keep was decided on: the mean over its commit's runs (the baseline with its
+        # noise-floor seeds, a candidate with its confirmation runs). Each keep beat the one before.
+        decided = [decision_score(records, record.commit) for record in kept]
+        for before, after, record in zip(decided, decided[1:], kept[1:]):
+            assert after < before, f"trial {record.trial} was kept at {after} but the best was {before}"
     results = (run_dir / "results.tsv").read_text().splitlines()
     assert len(results) == len(records) + 1 + len(torn_lines)
     return records

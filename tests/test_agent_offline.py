@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import random
 from pathlib import Path
 
 import pytest
 
 from autoresearch import knobs
 from autoresearch.agent.base import HistoryRow, ProposalContext
-from autoresearch.agent.offline import DESCRIPTION, LR_MULTIPLIERS, OfflineProposer, candidates, tried_values
+from autoresearch.agent.offline import (
+    DESCRIPTION,
+    LR_MULTIPLIERS,
+    OfflineProposer,
+    candidates,
+    knob_weight,
+    layer_windows,
+    tried_values,
+)
 from autoresearch.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -176,3 +185,55 @@ def test_runs_on_the_repository_train_py(tmp_path):
     description = OfflineProposer().propose(context).description
     assert DESCRIPTION.match(description)
     assert len(changed_lines(source, (context.worktree / "train.py").read_text())) == 2
+
+
+def test_window_patterns_that_give_the_same_layers_are_never_proposed(tmp_path):
+    # train.py repeats the pattern over the layers and makes the last one L: at 2 layers every
+    # pattern ending in L gives (S, L) unless it is all L.
+    assert {layer_windows(p, 2) for p in ("SSSL", "SL", "SSL", "SSSSL", "ssl")} == {("S", "L")}
+    assert layer_windows("L", 2) == ("L", "L") and layer_windows("SSL", 3) == ("S", "S", "L")
+    assert layer_windows("SL", 3) == ("S", "L", "L") and layer_windows("SSSL", None) == "SSSL"
+    two_layers = knobs.read_knobs(TRAIN_PY.replace("DEPTH = 8 ", "DEPTH = 2 "))
+    assert candidates(two_layers, PREPARE_PY)["WINDOW_PATTERN"] == ["L"]
+    assert "WINDOW_PATTERN" not in candidates(two_layers, PREPARE_PY, ring=1)
+    three_layers = "import torch\nDEPTH = 3\nWINDOW_PATTERN = \"SSSL\"\n"
+    assert candidates(knobs.read_knobs(three_layers), PREPARE_PY)["WINDOW_PATTERN"] == ["L", "SL"]
+    # Every DEPTH tried, and "SLL" (the windows of "SL" at 3 layers): only "SL" is left, and it is a repeat.
+    depths = [HistoryRow(i, f"DEPTH 3 -> {d}", 1.0, 0.0, "discard") for i, d in enumerate((1, 2, 4, 5, 6), start=1)]
+    tried_l = HistoryRow(8, 'WINDOW_PATTERN "SSSL" -> "L"', 1.0, 0.0, "discard")
+    left = OfflineProposer().propose(make_context(tmp_path, source=three_layers, history=[*depths, tried_l]))
+    assert left.description == "WINDOW_PATTERN \"SSSL\" -> 'SL'"
+    same_windows = HistoryRow(9, 'WINDOW_PATTERN "SSSL" -> "SLL"', 1.0, 0.0, "discard")
+    with pytest.raises(UserError, match="nothing left to try"):
+        OfflineProposer().propose(make_context(tmp_path, source=three_layers, history=[*depths, tried_l, same_windows]))
+
+
+def test_learning_rates_are_drawn_more_often_and_the_device_batch_less():
+    assert knob_weight("MATRIX_LR") == knob_weight("EMBEDDING_LR") > knob_weight("DEPTH") > knob_weight("DEVICE_BATCH_SIZE")
+    found = knobs.read_knobs(TRAIN_PY)
+    options = candidates(found, PREPARE_PY)
+    lr_share_if_uniform = sum(name.endswith("_LR") for name in options) / len(options)  # 2 of 10 knobs
+    picks = [OfflineProposer()._choose(TRAIN_PY, PREPARE_PY, set(), random.Random(seed)).knob for seed in range(400)]
+    lr_share = sum(name.endswith("_LR") for name in picks) / len(picks)
+    assert lr_share > 1.8 * lr_share_if_uniform  # expected 6 / 13.5 = 0.44 vs 0.2
+    assert picks.count("DEVICE_BATCH_SIZE") < picks.count("DEPTH")
+    assert set(picks) == set(options)  # every knob still gets its turn
+
+
+def test_a_walk_on_the_demo_sized_train_py_changes_the_model_every_time(tmp_path):
+    train_py = REPO_ROOT / "train.py"
+    if not train_py.exists():
+        pytest.skip("no train.py in the repository yet")
+    from autoresearch.demo import DEMO_KNOBS
+
+    source = knobs.set_knobs(train_py.read_text(), DEMO_KNOBS)
+    depth = knobs.read_knobs(source)["DEPTH"].value
+    prepare_py = (REPO_ROOT / "prepare.py").read_text()
+    windows = [layer_windows(knobs.read_knobs(source)["WINDOW_PATTERN"].value, depth)]
+    tried: set[tuple[str, str]] = set()
+    for trial in range(1, 26):  # _choose, as propose calls it, without the edits (0.3 s each on this file)
+        mutation = OfflineProposer(seed=42)._choose(source, prepare_py, tried, random.Random(f"walk:{trial}"))
+        if mutation.knob == "WINDOW_PATTERN":
+            windows.append(layer_windows(mutation.new_value, depth))
+        tried |= tried_values([HistoryRow(trial, mutation.describe(), 1.01, 0.01, "discard")])
+    assert len(windows) == len(set(windows)) >= 2  # a pattern was tried, none left the layers as they were

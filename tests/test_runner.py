@@ -197,3 +197,12 @@ def test_log_tail_reads_only_the_end(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
     assert runner.log_tail(log, lines=3) == "line 99997\nline 99998\nline 99999"
     assert runner.log_tail(tmp_path / "missing.log") == ""
+
+
+def test_pid_alive_tells_running_from_exited_and_zombie_processes() -> None:
+    assert runner.pid_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert wait_for(lambda: gone(child.pid))  # exited but not yet reaped: a zombie
+    assert not runner.pid_alive(child.pid)
+    child.wait()  # reaped: the pid no longer exists
+    assert not runner.pid_alive(child.pid)

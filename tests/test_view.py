@@ -65,3 +65,42 @@ def test_live_view_draws_the_current_trial_and_the_totals() -> None:
 
 def test_make_view_picks_plain_for_a_pipe() -> None:
     assert isinstance(views.make_view(io.StringIO()), views.PlainView)
+
+
+def phase_text(live: views.LiveView) -> str:
+    panel = io.StringIO()
+    Console(file=panel, width=120, color_system=None).print(live._render())
+    return next(line for line in panel.getvalue().splitlines() if "phase" in line)
+
+
+def test_live_view_names_noise_floor_and_confirmation_runs() -> None:
+    # The messages the loop emits (loop.py: the TRIAL_STARTED label of a noise-floor trial, the note
+    # before each confirmation run).
+    assert views.trial_purpose("noise floor: baseline, seed 43") == "noise floor (seed 43)"
+    assert views.trial_purpose("baseline") == "baseline"
+    assert views.trial_purpose("proposing") is None and views.trial_purpose("repair 1 of trial 3") is None
+    assert views.confirmation_purpose("candidate: confirming with seed 1045 (1 of 2)") == \
+        "confirming (seed 1045, 1 of 2)"
+    assert views.confirmation_purpose("killed the training left running by the previous session") is None
+    stream = io.StringIO()
+    live = views.LiveView(Console(file=stream, force_terminal=True, width=120, color_system=None))
+    live.emit(Event(views.TRIAL_STARTED, 1, "noise floor: baseline, seed 43"))
+    assert "noise floor (seed 43)" in phase_text(live) and "proposing" not in phase_text(live)
+    live.emit(Event(views.TRAINING, 1, "noise floor: baseline, seed 43 (abc1234, seed 43)"))
+    live.emit(Event(views.PROGRESS, 1, data={"step": 7, "percent": 50, "loss": 2.5, "remaining": 5, "elapsed": 5}))
+    assert "training, noise floor (seed 43)" in phase_text(live)
+    panel = io.StringIO()
+    Console(file=panel, width=120, color_system=None).print(live._render())
+    assert "step 7" in panel.getvalue()  # the progress row still shows while training a noise run
+    live.emit(Event(views.TRIAL_FINISHED, 1, "discard", {"record": RECORD, "totals": TOTALS}))
+    live.emit(Event(views.TRIAL_STARTED, 2, "proposing"))
+    assert "proposing" in phase_text(live)
+    live.emit(Event(views.PROPOSAL, 2, "MATRIX_LR 0.04 -> 0.05", {"description": "MATRIX_LR 0.04 -> 0.05"}))
+    live.emit(Event(views.TRAINING, 2, "MATRIX_LR 0.04 -> 0.05 (abc1234)"))
+    assert "phase  training (" in phase_text(live)  # a proposal's first run: no purpose
+    live.emit(Event(views.NOTE, 2, "candidate: confirming with seed 1045 (1 of 1)"))
+    assert "confirming (seed 1045, 1 of 1)" in phase_text(live)
+    live.emit(Event(views.TRAINING, 2, "MATRIX_LR 0.04 -> 0.05 (abc1234, seed 1045)"))
+    assert "training, confirming (seed 1045, 1 of 1)" in phase_text(live)
+    live.close()
+    assert "candidate: confirming with seed 1045" in stream.getvalue()  # the note is still printed

@@ -20,7 +20,6 @@ usage of attempts that failed mid-stream (not counted).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import anthropic
@@ -37,6 +36,7 @@ from autoresearch.agent.retry import (
     RetryPolicy,
     call_with_retries,
 )
+from autoresearch.atomic import write_text_atomic
 
 # Sonnet-class default: "Claude Sonnet 5.5 (Latest)" on platform.claude.com/docs/en/models/overview.
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -267,11 +267,6 @@ class ClaudeProposer:
             if not isinstance(text, str) or not text.strip():
                 return ToolResult("Error: action 'append' needs a non-empty 'text'", is_error=True)
             entry = f"## trial {context.trial_number}\n{text.strip()}\n\n"
-            self.notes_path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor, temp_name = tempfile.mkstemp(dir=self.notes_path.parent, prefix=".notes.",
-                                                     suffix=".tmp")
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(existing + entry)
-            os.replace(temp_name, self.notes_path)
+            write_text_atomic(self.notes_path, existing + entry)
             return ToolResult("Appended to the research notes.")
         return ToolResult("Error: 'action' must be 'read' or 'append'", is_error=True)

@@ -2,9 +2,10 @@
 
 `TrainPyEditor` executes Anthropic's client-side text editor tool (`text_editor_20250728`,
 named `str_replace_based_edit_tool`) against one worktree: `view`, `str_replace`, `create` and
-`insert`. Writes go to `train.py` and nowhere else, atomically (a temp file beside it, then
-`os.replace`). `view` also reads `prepare.py`, `program.md` and `README.md` in the worktree and
-the current trial's records (`train.log`, `eval.json`, ...) when a trial directory is given.
+`insert`. Writes go to `train.py` and nowhere else, atomically and keeping the file's mode
+(`autoresearch.atomic`: a temp file beside it, then `os.replace`). `view` also reads `prepare.py`,
+`program.md` and `README.md` in the worktree and the current trial's records (`train.log`,
+`eval.json`, ...) when a trial directory is given.
 
 Every mistake the model can make (a path outside that set, `..`, a symlink that leads out, a
 directory, an `old_str` that matches zero or several times, a missing parameter, an unknown
@@ -18,10 +19,10 @@ and a process that swaps a path for a symlink between our check and our write.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from autoresearch.atomic import write_text_atomic
 
 TOOL_TYPE = "text_editor_20250728"
 TOOL_NAME = "str_replace_based_edit_tool"
@@ -147,7 +148,7 @@ class TrainPyEditor:
                               "surrounding lines so it matches exactly once.")
         start_line = text.count("\n", 0, text.find(old_str)) + 1
         updated = text.replace(old_str, new_str, 1)
-        self._write(target.path, updated)
+        write_text_atomic(target.path, updated)
         self.edits.append(f"str_replace at line {start_line}")
         snippet = self._snippet(updated, start_line, new_str.count("\n") + 1)
         return f"The file {target.label} has been edited. Here's a snippet of the result:\n{snippet}\n" \
@@ -155,7 +156,7 @@ class TrainPyEditor:
 
     def create(self, path: str, file_text: str) -> str:
         target = self._resolve(path, write=True, must_exist=False)
-        self._write(target.path, file_text)
+        write_text_atomic(target.path, file_text)
         self.edits.append("create (whole file rewritten)")
         return f"File created successfully at: {target.label}"
 
@@ -175,7 +176,7 @@ class TrainPyEditor:
             new_lines.pop()
         updated_lines = lines[:insert_line] + new_lines + lines[insert_line:]
         updated = "\n".join(updated_lines) + ("\n" if text.endswith("\n") or not text else "")
-        self._write(target.path, updated)
+        write_text_atomic(target.path, updated)
         self.edits.append(f"insert after line {insert_line}")
         snippet = self._snippet(updated, insert_line + 1, len(new_lines))
         return f"The file {target.label} has been edited. Here's a snippet of the result:\n{snippet}"
@@ -274,22 +275,6 @@ class TrainPyEditor:
         start = max(1, first_changed - SNIPPET_CONTEXT_LINES)
         end = min(len(lines), first_changed + n_changed - 1 + SNIPPET_CONTEXT_LINES)
         return _numbered(lines[start - 1 : end], start)
-
-    @staticmethod
-    def _write(path: Path, text: str) -> None:
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temp_name, mode)
-            os.replace(temp_name, path)
-        except BaseException:
-            if os.path.exists(temp_name):
-                os.unlink(temp_name)
-            raise
 
 
 def _required_str(tool_input: dict, key: str) -> str:

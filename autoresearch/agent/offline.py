@@ -9,6 +9,16 @@ not have are skipped. Descriptions read `KNOB old -> new`, and a (knob, value) p
 trial's description names is never proposed again. The choice is a function of the seed and the
 history only, so a run replays exactly.
 
+The search order: a knob is drawn at random with a weight, then one of its untried values. The
+learning rates (every `*_LR` knob) weigh LR_WEIGHT (3) each, since they are generally the most
+sensitive knobs of a transformer at a fixed budget; DEVICE_BATCH_SIZE weighs DEVICE_BATCH_WEIGHT
+(0.5), since with TOTAL_BATCH_SIZE fixed it changes only the rows per forward pass (the optimizer
+sees the same gradient), so it moves the score only through throughput; every other knob weighs 1.
+A mutation that cannot change the trained model is never proposed: a WINDOW_PATTERN whose
+per-layer windows at the current DEPTH equal the current ones (or those of a pattern already tried),
+computed the way train.py does it (the pattern repeated over the layers, the last layer always L):
+at DEPTH 2, "SL", "SSL" and "SSSSL" all give the windows of "SSSL".
+
 A repair (context.repair_attempt > 0) halves DEVICE_BATCH_SIZE after an out-of-memory crash;
 otherwise it moves the crashed knob the other way from the best value, or goes back to the best
 train.py and tries a different change.
@@ -44,6 +54,8 @@ VALUE_GRIDS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 DEPTH_STEPS = ((-1, 1), (-2, 2, -3, 3))
 ASPECT_SCALES = ((0.75, 1.25), (0.5, 1.5, 2.0))
 WINDOW_PATTERNS = (("L", "SL", "SSL", "SSSL", "SSSSL"), ("SSSSSL", "SSLL", "SSSSSSSL"))
+LR_WEIGHT = 3.0  # per *_LR knob: the most sensitive knobs are drawn more often
+DEVICE_BATCH_WEIGHT = 0.5  # same gradient, only throughput changes
 BATCH_FACTORS = (2, 4)  # halve/double, then quarter/quadruple
 RINGS = (0, 1)
 SEQUENCE_LENGTH_NAMES = ("MAX_SEQ_LEN", "SEQUENCE_LEN", "SEQ_LEN", "BLOCK_SIZE")
@@ -134,8 +146,13 @@ def candidates(found: dict[str, knobs.Knob], prepare_py: str, ring: int = 0) -> 
         elif name == "ASPECT_RATIO" and isinstance(value, int):
             scaled = (round(value * scale / 8) * 8 for scale in ASPECT_SCALES[ring])
             options[name] = [v for v in scaled if v >= 8]
-        elif name == "WINDOW_PATTERN" and isinstance(value, str) and value and set(value) <= {"S", "L"}:
-            options[name] = list(WINDOW_PATTERNS[ring])
+        elif name == "WINDOW_PATTERN" and isinstance(value, str) and value and set(value.upper()) <= {"S", "L"}:
+            depth = _depth(found)
+            current = layer_windows(value, depth)
+            distinct: dict[tuple[str, ...] | str, str] = {}
+            for pattern in WINDOW_PATTERNS[ring]:  # one pattern per distinct set of windows, none a no-op
+                distinct.setdefault(layer_windows(pattern, depth), pattern)
+            options[name] = [pattern for windows, pattern in distinct.items() if windows != current]
     if "DEVICE_BATCH_SIZE" in found or "TOTAL_BATCH_SIZE" in found:
         options.update(_batch_candidates(found, prepare_py, BATCH_FACTORS[ring]))
     for name in options:
@@ -143,6 +160,31 @@ def candidates(found: dict[str, knobs.Knob], prepare_py: str, ring: int = 0) -> 
         values = options[name]
         options[name] = [v for i, v in enumerate(values) if v != current and v not in values[:i]]
     return {name: values for name, values in options.items() if values}
+
+
+def _depth(found: dict[str, knobs.Knob]) -> int | None:
+    depth = found["DEPTH"].value if "DEPTH" in found else None
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1 else None
+
+
+def layer_windows(pattern: str, depth: int | None) -> tuple[str, ...] | str:
+    """The per-layer windows ("S"/"L") a WINDOW_PATTERN gives at `depth`, as train.py computes them:
+    the pattern repeated over the layers, the last layer always "L". Without a depth, the pattern."""
+    pattern = pattern.upper()
+    if depth is None or not pattern:
+        return pattern
+    letters = [pattern[i % len(pattern)] for i in range(depth)]
+    letters[-1] = "L"
+    return tuple(letters)
+
+
+def knob_weight(name: str) -> float:
+    """How often a knob is drawn, relative to the others (see the module docstring)."""
+    if name.endswith("_LR"):
+        return LR_WEIGHT
+    if name == "DEVICE_BATCH_SIZE":
+        return DEVICE_BATCH_WEIGHT
+    return 1.0
 
 
 def _batch_candidates(found: dict[str, knobs.Knob], prepare_py: str, factor: int) -> dict[str, list[object]]:
@@ -209,6 +251,10 @@ class OfflineProposer:
                 if not _editable_line(source, found[name]):
                     continue
                 fresh = [v for v in values if (name, _normalized(knobs.format_value(v))) not in tried]
+                if name == "WINDOW_PATTERN":  # a pattern with the windows of a tried one is tried too
+                    depth = _depth(found)
+                    seen = {layer_windows(value, depth) for value in _tried_strings(tried, name)}
+                    fresh = [v for v in fresh if layer_windows(str(v), depth) not in seen]
                 if fresh:
                     untried[name] = fresh
             if untried:
@@ -218,7 +264,8 @@ class OfflineProposer:
                             "it mutates (learning rates, WEIGHT_DECAY, WARMDOWN_RATIO, DEPTH, ASPECT_RATIO, "
                             "batch sizes, WINDOW_PATTERN) is present with an untried value; "
                             "use --agent claude")
-        name = rng.choice(sorted(untried))
+        names = sorted(untried)
+        name = rng.choices(names, weights=[knob_weight(n) for n in names])[0]
         value = rng.choice(untried[name])
         knob = found[name]
         return Mutation(name, knob.value_source, value, _format(value, knob.value_source))
@@ -266,6 +313,21 @@ class OfflineProposer:
         if result.is_error:
             raise RuntimeError(f"offline proposer's edit did not apply: {result.content}")
         return result.content
+
+
+def _tried_strings(tried: set[tuple[str, str]], knob: str) -> list[str]:
+    """The tried string values of `knob` (normalized values are reprs)."""
+    found = []
+    for name, normalized in tried:
+        if name != knob:
+            continue
+        try:
+            value = ast.literal_eval(normalized)
+        except (ValueError, SyntaxError):
+            value = normalized
+        if isinstance(value, str):
+            found.append(value)
+    return found
 
 
 def _safe_knobs(source: str) -> dict[str, knobs.Knob]:

@@ -41,6 +41,7 @@ from autoresearch.data.encode import SplitWriter
 from autoresearch.data.manifest import seal_dataset, verify_dataset
 from autoresearch.data.progress import Reporter
 from autoresearch.errors import UserError
+from autoresearch.runner import pid_alive
 
 _SPLIT_CODES = {name: code for code, name in enumerate(contract.SPLITS)}
 
@@ -272,15 +273,5 @@ def _remove_stale_leftovers(target: Path) -> None:
         if kind not in ("partial", "old") or not pid_text.isdigit():
             continue
         pid = int(pid_text)
-        if pid == os.getpid() or not _process_alive(pid):
+        if pid == os.getpid() or not pid_alive(pid):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

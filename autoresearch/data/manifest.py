@@ -14,13 +14,12 @@ verified. Hashing reads every byte (about a second per GB).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from autoresearch import contract
+from autoresearch.atomic import write_json_atomic
 from autoresearch.data import layout
 from autoresearch.errors import UserError
 
@@ -55,12 +54,7 @@ def seal_dataset(dataset_dir: Path, manifest: dict) -> dict:
     sealed["files"] = {name: {"bytes": (dataset_dir / name).stat().st_size,
                               "sha256": file_sha256(dataset_dir / name)}
                        for name in data_files(dataset_dir)}
-    temporary = dataset_dir / (layout.MANIFEST + ".tmp")
-    with open(temporary, "w") as handle:
-        handle.write(json.dumps(sealed, indent=2, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, dataset_dir / layout.MANIFEST)
+    write_json_atomic(dataset_dir / layout.MANIFEST, sealed)
     return sealed
 
 
