@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from autoresearch.errors import UserError
+from autoresearch.launch import ENV_HARNESS_PID
 
 STARTED_MODEL_MARKER = "autoresearch-evaluate: importing train.py"  # after it, failures are the model's
 FAILURE_KINDS = ("causality", "tamper", "model_error", "weights_error", "timeout")
@@ -104,7 +105,8 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
         for flag, value in (("--tokens", tokens), ("--seq-len", seq_len), ("--batch-size", batch_size)):
             if value is not None:
                 command += [flag, str(value)]
-        child_env = {**os.environ, **(env or {})}
+        # on Linux the evaluator asks to die with us (say, when we are SIGKILLed)
+        child_env = {**os.environ, **(env or {}), ENV_HARNESS_PID: str(os.getpid())}
         with open(log_file, "w") as log:
             # a neutral working directory: the harness package must come from its install, never
             # from a folder next to the trial's train.py
@@ -148,7 +150,10 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 
 if __name__ == "__main__":
+    from autoresearch.launch import die_with_harness
     from autoresearch.scoring import main
+
+    die_with_harness()  # an evaluator must not outlive a harness that was killed
 
     code = main()
     sys.stdout.flush()

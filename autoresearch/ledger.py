@@ -21,8 +21,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-# write_text_atomic is re-exported for callers that still reach it through the ledger.
 from autoresearch.atomic import write_json_atomic, write_text_atomic  # noqa: F401
+
+# write_text_atomic is re-exported for callers that still reach it through the ledger.
+from autoresearch.errors import UserError
 
 TRIALS_FILE = "trials.jsonl"
 RUN_FILE = "run.json"
@@ -118,6 +120,12 @@ def close_torn_lines(run_dir: Path) -> None:
                 _append_line(path, "")
 
 
+def rewrite_results(run_dir: Path, records: list[TrialRecord]) -> None:
+    """Write results.tsv afresh from the records (trials.jsonl is the source of truth)."""
+    write_text_atomic(Path(run_dir) / RESULTS_FILE,
+                      RESULTS_HEADER + "".join(results_row(record) + "\n" for record in records))
+
+
 @dataclass
 class TrialLog:
     records: list[TrialRecord]
@@ -134,7 +142,10 @@ def read_trials(run_dir: Path) -> TrialLog:
             if not line.strip():
                 continue
             try:
-                records.append(TrialRecord.from_dict(json.loads(line)))
+                payload = json.loads(line)
+                if not isinstance(payload, dict):
+                    raise TypeError("not a record")
+                records.append(TrialRecord.from_dict(payload))
             except (json.JSONDecodeError, TypeError):
                 torn.append(number)
     return TrialLog(records, torn)
@@ -156,4 +167,10 @@ def read_run_state(run_dir: Path) -> dict | None:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"{path} is unreadable ({error}); restore it from a backup or start a new --tag") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a run's state; restore it from a backup or start a new --tag")
+    return state

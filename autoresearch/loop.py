@@ -365,9 +365,15 @@ class Night:
                                  failure_reason="the harness stopped before this trial was recorded "
                                                 "(recorded when the run resumed)",
                                  train_py_sha256=source_sha)
+            if number > 0 and commit and commit == self.state.get("baseline_commit"):
+                # only the baseline and its noise-floor runs train the baseline commit
+                record.extra["noise_floor"] = True
+                record.description = "noise floor: baseline (interrupted)"
             ledger.append_trial(self.run_dir, record)
             self.records.append(record)
         self.records.sort(key=lambda record: record.trial)
+        # results.tsv is appended after trials.jsonl: a kill between the two lost a row; rebuild it
+        ledger.rewrite_results(self.run_dir, self.records)
         self.best = self._best_from_records()
         for record in self.records:
             if record.train_py_sha256:
@@ -1097,8 +1103,20 @@ def run_night(config: RunConfig, *, proposer: Proposer | None = None, view: View
             stop.request("interrupted")
             reason = stop.reason or "interrupted"
         except UserError as error:
-            status, reason = ledger.RUN_INTERRUPTED, f"error: {error}"
-            night.close(status, reason)
+            if not stop.requested:
+                status, reason = ledger.RUN_INTERRUPTED, f"error: {error}"
+                night.close(status, reason)
+                raise
+            # Ctrl-C reaches git's children too (they share our process group): the failed git
+            # command is the interrupt's doing, not an error of the run.
+            reason = stop.reason or "interrupted"
+        except Exception as error:  # a disk that filled up, or a bug: run.json must not say "running"
+            status, reason = ledger.RUN_INTERRUPTED, f"error: {type(error).__name__}: {error}"
+            with contextlib.suppress(Exception):
+                night.close(status, reason)
+            if isinstance(error, OSError):
+                raise UserError(f"{error}; the records up to the last finished trial are intact, "
+                                "fix the cause and resume with --resume") from error
             raise
         if stop.requested:
             status = ledger.RUN_INTERRUPTED

@@ -196,7 +196,39 @@ def load_config(flags: Mapping[str, object], *, project_dir: Path | None = None,
     config.data_dir = Path(config.data_dir).expanduser().resolve()
     if config.dataset is None:
         config.dataset = config.data_dir.name
+    _keep_measurement_settings(config, sources)
     return config
+
+
+# Settings that change what a score means: a run's trials are only comparable under the same ones.
+MEASUREMENT_SETTINGS = ("budget", "data_dir", "seq_len", "eval_tokens", "device", "seed")
+
+
+def _keep_measurement_settings(config: RunConfig, sources: dict[str, str]) -> None:
+    """Continuing a run (--resume or its --tag again) keeps the settings its scores were measured under.
+
+    A setting not given now is taken from the run; one given with another value is an error, since a
+    trial trained for 10 minutes cannot be compared with a baseline trained for 5.
+    """
+    from autoresearch import ledger
+
+    state = ledger.read_run_state(config.project_dir / "runs" / config.tag)
+    recorded = (state or {}).get("config") or {}
+    for name in MEASUREMENT_SETTINGS:
+        if name not in recorded:
+            continue
+        old, new = recorded[name], getattr(config, name)
+        if name == "data_dir":
+            old, new = (str(Path(old)) if old is not None else None), str(new)
+        if old == new:
+            continue
+        given = sources.get(name) or (sources.get("dataset") if name == "data_dir" else None)
+        if given:
+            raise UserError(f"{given}: run {config.tag} was started with {name} = {old}; its scores are only "
+                            f"comparable under the same setting (leave it out to continue, or start a new --tag)")
+        setattr(config, name, Path(old) if name == "data_dir" and old is not None else old)
+    if recorded.get("dataset") and "dataset" not in sources and "data_dir" not in sources:
+        config.dataset = recorded["dataset"]
 
 
 def _check(config: RunConfig, sources: dict[str, str]) -> None:

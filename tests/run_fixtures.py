@@ -149,7 +149,10 @@ def decision_score(records: list[ledger.TrialRecord], commit: str) -> float:
 
 
 def check_records_and_git(project: Path, tag: str, torn_lines: tuple[int, ...] = ()) -> list[ledger.TrialRecord]:
-    """Records and git agree: refs, the keep chain, the worktree at the best, run.json's best."""
+    """Records and git agree: refs, the keep chain, the worktree at the best, run.json's best.
+
+    results.tsv holds one row a record: a resume rebuilds it from trials.jsonl, torn lines and all.
+    """
     run_dir = project / "runs" / tag
     log = ledger.read_trials(run_dir)
     assert log.torn_lines == list(torn_lines)
@@ -183,5 +186,5 @@ def check_records_and_git(project: Path, tag: str, torn_lines: tuple[int, ...] =
         for before, after, record in zip(decided, decided[1:], kept[1:]):
             assert after < before, f"trial {record.trial} was kept at {after} but the best was {before}"
     results = (run_dir / "results.tsv").read_text().splitlines()
-    assert len(results) == len(records) + 1 + len(torn_lines)
+    assert results[1:] == [ledger.results_row(record) for record in records]
     return records

@@ -206,3 +206,32 @@ def test_pid_alive_tells_running_from_exited_and_zombie_processes() -> None:
     assert not runner.pid_alive(child.pid)
     child.wait()  # reaped: the pid no longer exists
     assert not runner.pid_alive(child.pid)
+
+
+def test_a_process_that_asked_to_die_with_the_harness_dies_when_it_is_killed(tmp_path: Path) -> None:
+    """The evaluator and launch.py call die_with_harness(): a SIGKILLed harness leaves no orphan."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from autoresearch.runner import pid_alive
+
+    harness = (
+        "import os, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'from autoresearch.launch import die_with_harness; "
+        "die_with_harness(); import time; time.sleep(60)'],\n"
+        "    env={**os.environ, 'AUTORESEARCH_HARNESS_PID': str(os.getpid())}, start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", harness], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    time.sleep(1.0)  # let the child make its request
+    assert pid_alive(child_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while pid_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(child_pid)
