@@ -542,7 +542,8 @@ def _program_stretches(trials: list[TrialSummary], baseline_val: float | None) -
 
     def close() -> None:
         nonlocal best_before
-        deltas = [t.delta for t in current if t.delta is not None]
+        # noise-floor runs re-measure the baseline: their deltas are noise, not a program's effect
+        deltas = [t.delta for t in current if t.delta is not None and not t.extra.get("noise_floor")]
         best_after = next((t.best_val_bpb for t in reversed(current) if t.best_val_bpb is not None), None)
         gain = _difference(best_before, best_after)
         stretches.append(ProgramStretch(
