@@ -247,3 +247,39 @@ def test_claude_agent_ctrl_c_while_it_thinks_then_resume(tmp_path: Path, run_dat
     assert records[2].description.startswith("Raise MATRIX_LR from 0.005 to 0.03")
     assert records[2].tokens["input"] >= 2200 and records[2].val_bpb < records[0].val_bpb
     assert "MATRIX_LR = 0.03" in (project / "runs" / "t" / "worktree" / "train.py").read_text()
+
+
+def edit(old: str, new: str, description: str) -> list:
+    """One scripted proposal: a str_replace on train.py, then the final message."""
+    return [reply(tool_use("str_replace_based_edit_tool", {"command": "str_replace", "path": "train.py",
+                                                           "old_str": old, "new_str": new}),
+                  usage={"input_tokens": 1000, "output_tokens": 40}),
+            reply(text(f"{description}\n\nWhy: a scripted test."), usage={"input_tokens": 1100, "output_tokens": 20})]
+
+
+@pytest.mark.slow
+def test_acceptance_five_trials_with_the_claude_agent(tmp_path: Path, run_dataset: Path) -> None:
+    """Issue 4's acceptance with the Claude agent: the real SDK against the fake Messages API."""
+    project = make_project(tmp_path)
+    crash = "MATRIX_LR = 0.03\nraise SystemExit('deliberate crash in the proposal')"
+    with FakeAnthropic() as server:
+        server.enqueue(*edit("MATRIX_LR = 0.005", "MATRIX_LR = 0.03", "Raise MATRIX_LR to 0.03"),
+                       *edit("MATRIX_LR = 0.03", "MATRIX_LR = 0.0001", "Lower MATRIX_LR to 0.0001"),
+                       *edit("MATRIX_LR = 0.03", crash, "Add an early exit"),
+                       *edit(crash, "MATRIX_LR = 0.02", "Repair: remove the exit, MATRIX_LR 0.02"))
+        env = {"ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "test-key"}
+        code, output = finish(start(project, run_dataset, "--agent", "claude", "--max-trials", "5", **env),
+                              timeout=300)
+        requests = [json.dumps(body) for body in server.requests]
+    assert code == 0, output
+    records = check_records_and_git(project, "t")
+    statuses = [(r.trial, r.status, r.repair_attempt) for r in records]
+    assert statuses[:4] == [(0, "keep", 0), (1, "keep", 0), (2, "discard", 0), (3, "crash", 0)], statuses
+    assert statuses[4][0] == 4 and statuses[4][1] in ("keep", "discard") and statuses[4][2] == 1, statuses
+    assert "deliberate crash in the proposal" in records[3].failure_reason
+    # the repair was asked with the crash's tail in its context
+    assert any("deliberate crash in the proposal" in body for body in requests[-2:])
+    assert [r.description for r in records[1:]] == ["Raise MATRIX_LR to 0.03", "Lower MATRIX_LR to 0.0001",
+                                                    "Add an early exit", "Repair: remove the exit, MATRIX_LR 0.02"]
+    assert all(r.tokens["input"] == 2100 and r.cost_usd > 0 for r in records[1:])
+    assert "run t finished: reached --max-trials 5" in output
