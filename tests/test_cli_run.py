@@ -20,6 +20,7 @@ from fake_anthropic import FakeAnthropic, Fault, reply, text, tool_use
 from run_fixtures import check_records_and_git, git, make_project, sealed_copy
 
 from autoresearch import cli
+from autoresearch.runner import pid_alive
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +57,7 @@ def training_started(project: Path, trial: int) -> bool:
 
 
 def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+    return pid_alive(pid)
 
 
 def run_state(project: Path) -> dict:

@@ -31,6 +31,7 @@ from autoresearch.agent.base import ProposalContext
 from autoresearch.errors import UserError
 from autoresearch.loop import run_night
 from autoresearch.runconfig import RunConfig, load_config
+from autoresearch.runner import pid_alive
 from autoresearch.view import TRIAL_FINISHED, NullView
 
 
@@ -54,11 +55,7 @@ def night_config(project: Path, data_dir: Path, **flags: object) -> RunConfig:
 
 
 def gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"
+    return not pid_alive(pid)
 
 
 CRASH_LINE = 'raise RuntimeError("tensor shapes do not match (planted)")'

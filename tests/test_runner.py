@@ -21,12 +21,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="pr
 
 
 def gone(pid: int) -> bool:
-    """The process no longer runs (absent, or a zombie waiting for a parent that is not us)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"
+    return not runner.pid_alive(pid)
 
 
 def wait_for(predicate, timeout: float = 10.0) -> bool:
