@@ -6,7 +6,9 @@
 temporary file is removed. The new file keeps the replaced file's permission bits (a user's
 `chmod` survives the rewrite); a file that did not exist gets what `open(path, "w")` would give
 it under the process's umask, unless `mode` says otherwise. `write_json_atomic` is the same for a
-JSON document (indented, keys sorted, one trailing newline).
+JSON document (indented, keys sorted, one trailing newline). Every JSON the harness writes goes
+through `strict_json_dumps`: a float that is not finite (NaN, infinity) is written as `null`, so
+any strict parser (Node's JSON.parse, jq, Go's encoding/json) reads the records.
 
 What this does not protect against: a crash that loses the directory entry itself (the directory
 is not fsynced), a power failure on a file system that reorders the rename before the data, two
@@ -17,6 +19,7 @@ process is killed outright between creating and renaming it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -43,8 +46,24 @@ def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> None
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Replace `path` with `payload` as indented, key-sorted JSON and a trailing newline."""
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Replace `path` with `payload` as indented, key-sorted strict JSON and a trailing newline."""
+    write_text_atomic(path, strict_json_dumps(payload, indent=2) + "\n")
+
+
+def finite_or_null(value: object) -> object:
+    """`value` with every non-finite float (NaN, +-inf), however deeply nested, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
+def strict_json_dumps(payload: object, *, indent: int | None = None) -> str:
+    """JSON that strict parsers accept: keys sorted, non-finite floats as null (never `NaN`)."""
+    return json.dumps(finite_or_null(payload), indent=indent, sort_keys=True, allow_nan=False)
 
 
 def _create_beside(path: Path) -> tuple[int, Path]:

@@ -8,12 +8,13 @@ errors are caught in this one module and become a one-line `GitError`.
 
 What this does not protect against: someone committing to the run's branch by hand (a reset that
 would drop a commit autoresearch did not make is refused, not repaired), `git gc --prune` after
-the refs are deleted by hand, or hooks in the user's repository (commits skip them with
---no-verify, but `git worktree add` still runs post-checkout).
+the refs are deleted by hand, or a git wrapper on PATH that is not git. The repository's hooks
+never run for autoresearch's git commands (core.hooksPath is pointed at /dev/null for each).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,11 +30,19 @@ REQUIRED_FILES = ("train.py", "prepare.py", "program.md")
 GUARDED_FILES = ("train.py", "prepare.py")  # must be committed before a run starts
 RUNS_DIR = "runs"
 
-# Commits are made without the user's identity, signing or hooks.
+# Every git command autoresearch runs ignores the repository's hooks (core.hooksPath=/dev/null:
+# no pre-commit, prepare-commit-msg, commit-msg, post-commit or post-checkout script runs; `--no-verify`
+# alone skips only the first and the third) and never signs.
+_GIT_ENV = {
+    "GIT_CONFIG_COUNT": "2",
+    "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull,
+    "GIT_CONFIG_KEY_1": "commit.gpgsign", "GIT_CONFIG_VALUE_1": "false",
+}
+# Commits are made without the user's identity.
 _COMMIT_ENV = {
+    **_GIT_ENV,
     "GIT_AUTHOR_NAME": AUTHOR_NAME, "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
     "GIT_COMMITTER_NAME": AUTHOR_NAME, "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
-    "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "commit.gpgsign", "GIT_CONFIG_VALUE_0": "false",
 }
 
 
@@ -78,6 +87,7 @@ class Project:
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise UserError(f"{path} is not a git repository; run `git init` and commit train.py, "
                             "prepare.py and program.md") from None
+        self.repo.git.update_environment(**_GIT_ENV)
         top = Path(self.repo.working_tree_dir or "").resolve()
         if top != path:
             raise UserError(f"{path} is inside the git repository {top}; run autoresearch from its top")
@@ -124,6 +134,22 @@ class Project:
         with _git_errors("looking up the run's branch"):
             return f"refs/heads/{branch_name(tag)}" in {ref.path for ref in self.repo.branches}
 
+    def branch_commit(self, tag: str) -> str:
+        with _git_errors("reading the run's branch"):
+            return self.repo.git.rev_parse(f"refs/heads/{branch_name(tag)}")
+
+    def trial_refs(self, tag: str) -> dict[int, str]:
+        """{trial number: commit} for every trial ref of run `tag` (kept even when its branch is gone)."""
+        with _git_errors("listing the run's trial refs"):
+            listing = self.repo.git.for_each_ref("--format=%(refname) %(objectname)", f"refs/autoresearch/{tag}/")
+        refs = {}
+        for line in listing.splitlines():
+            name, _, commit = line.partition(" ")
+            suffix = name.rsplit("/trial-", 1)[-1]
+            if suffix.isdigit():
+                refs[int(suffix)] = commit
+        return refs
+
     def read_file(self, name: str) -> str:
         return (self.path / name).read_text(encoding="utf-8")
 
@@ -141,6 +167,7 @@ class Workspace:
         self.branch = branch_name(tag)
         with _git_errors(f"opening the worktree {self.path}"):
             self.repo = git.Repo(self.path)
+        self.repo.git.update_environment(**_GIT_ENV)
 
     # -- creating and reopening
 
@@ -167,12 +194,22 @@ class Workspace:
                 if any(path.iterdir()):
                     raise UserError(f"{path} exists and is not a git worktree; move it away and try again")
                 path.rmdir()
+            created = False
             if not project.branch_exists(tag):
                 if start_commit is None:
                     raise UserError(f"branch {branch} does not exist; start a new run instead of resuming")
                 project.repo.git.branch(branch, start_commit)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            project.repo.git.worktree("add", "--quiet", str(path), branch)
+                created = True
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                project.repo.git.worktree("add", "--quiet", str(path), branch)
+            except BaseException:
+                # A branch this call created must not outlive a failed worktree: with it, every retry
+                # would be refused as "the branch already exists".
+                if created:
+                    with contextlib.suppress(git.GitCommandError):
+                        project.repo.git.branch("-D", branch)
+                raise
         return cls(project, tag, path)
 
     # -- reading
@@ -207,6 +244,13 @@ class Workspace:
         except git.GitCommandError:
             return False
 
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        try:
+            self.repo.git.merge_base("--is-ancestor", ancestor, descendant)
+            return True
+        except git.GitCommandError:
+            return False
+
     def show(self, commit: str, name: str) -> str:
         with _git_errors(f"reading {name} at {commit[:7]}"):
             return self.repo.git.show(f"{commit}:{name}", strip_newline_in_stdout=False)
@@ -224,16 +268,7 @@ class Workspace:
 
     def trial_refs(self) -> dict[int, str]:
         """{trial number: commit} for every trial ref of this run."""
-        with _git_errors("listing the run's trial refs"):
-            listing = self.repo.git.for_each_ref("--format=%(refname) %(objectname)",
-                                                 f"refs/autoresearch/{self.tag}/")
-        refs = {}
-        for line in listing.splitlines():
-            name, _, commit = line.partition(" ")
-            suffix = name.rsplit("/trial-", 1)[-1]
-            if suffix.isdigit():
-                refs[int(suffix)] = commit
-        return refs
+        return self.project.trial_refs(self.tag)
 
     # -- changing (only the run's own branch and worktree)
 

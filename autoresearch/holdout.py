@@ -150,7 +150,7 @@ def write_holdout_scores(run_dir: Path, scores: dict[int, float | None]) -> None
             continue
         if isinstance(payload, dict) and payload.get("trial") in scores:
             payload["holdout_bpb"] = scores[payload["trial"]]
-            line = json.dumps(payload, sort_keys=True)
+            line = atomic.strict_json_dumps(payload)
         rewritten.append(line)
     atomic.write_text_atomic(path, "".join(line + "\n" for line in rewritten))
 

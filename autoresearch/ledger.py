@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from autoresearch.atomic import write_json_atomic, write_text_atomic  # noqa: F401
+from autoresearch.atomic import strict_json_dumps, write_json_atomic, write_text_atomic  # noqa: F401
 
 # write_text_atomic is re-exported for callers that still reach it through the ledger.
 from autoresearch.errors import UserError
@@ -101,7 +101,7 @@ def append_trial(run_dir: Path, record: TrialRecord) -> None:
     """Record a finished trial in trials.jsonl, then in results.tsv."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _append_line(run_dir / TRIALS_FILE, json.dumps(record.to_dict(), sort_keys=True))
+    _append_line(run_dir / TRIALS_FILE, strict_json_dumps(record.to_dict()))
     results = run_dir / RESULTS_FILE
     if not results.exists():
         _append_line(results, RESULTS_HEADER)
@@ -149,6 +149,49 @@ def read_trials(run_dir: Path) -> TrialLog:
             except (json.JSONDecodeError, TypeError):
                 torn.append(number)
     return TrialLog(records, torn)
+
+
+# --- trial-NNNN/record.json: each trial's own copy of its record --------------------------------
+# Written (atomically) when the trial starts, again once it is committed, and finally, complete,
+# before its line is appended to trials.jsonl. A resume rebuilds a lost or torn line of
+# trials.jsonl from it, and describes a trial that was interrupted with what it really was (a
+# noise-floor run with its seed, the baseline) rather than guessing from git. `settings` are the
+# run's measurement settings, so that they survive a lost run.json.
+TRIAL_RECORD_FILE = "record.json"
+
+
+@dataclass
+class TrialFile:
+    record: TrialRecord
+    in_progress: bool  # True until the trial was recorded: it was interrupted if nothing else says otherwise
+    settings: dict
+
+
+def write_trial_file(trial_dir: Path, record: TrialRecord, *, in_progress: bool, settings: dict) -> None:
+    write_json_atomic(Path(trial_dir) / TRIAL_RECORD_FILE,
+                      {"record": record.to_dict(), "in_progress": in_progress, "settings": settings})
+
+
+def read_trial_file(trial_dir: Path) -> TrialFile | None:
+    """The trial's record.json, or None when it is missing or unreadable (it is one source among several)."""
+    try:
+        payload = json.loads((Path(trial_dir) / TRIAL_RECORD_FILE).read_text(encoding="utf-8"))
+        record = TrialRecord.from_dict(payload["record"])
+        return TrialFile(record, bool(payload.get("in_progress")), dict(payload.get("settings") or {}))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def recorded_settings(run_dir: Path) -> dict:
+    """The run's measurement settings: run.json's `config`, or, when run.json is lost, the newest trial's."""
+    state = read_run_state(run_dir)
+    if state is not None:
+        return dict(state.get("config") or {})
+    for trial_dir in sorted(Path(run_dir).glob("trial-*"), reverse=True):
+        trial_file = read_trial_file(trial_dir)
+        if trial_file is not None and trial_file.settings:
+            return trial_file.settings
+    return {}
 
 
 # --- run.json ------------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ LOCK_FILE = "lock"
 TRAINING_GROUP_FILE = "training.pgid"  # the process group of the training in progress
 WEIGHTS_FILE = "model.pt"
 MAX_AGENT_FAILURES = 5  # consecutive proposer exceptions before the run stops
+MAX_NOISE_ATTEMPTS = 2  # failures of one noise-floor seed before the run stops
 CLAIM_TOLERANCE = 0.005  # a claimed val_bpb further than this (relative) from the evaluator's is false
 KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL = "baseline", "noise floor", "proposal"  # the kinds of trial
 Evaluator = Callable[..., object]
@@ -138,40 +139,80 @@ class StopControl:
     While the loop waits on something it can abandon (the agent, the evaluator, a back-off), the
     first signal raises KeyboardInterrupt right there; during training the runner polls
     `requested` and kills the process group; during git and record writes it is only noted and
-    acted on at the next step, so those are never torn. The second signal kills the training
-    group, marks run.json interrupted and calls os._exit: the records stay consistent because
-    resuming reconciles them (as after SIGKILL).
+    acted on at the next step, so those are never torn. The second signal does nothing in the
+    handler but write one byte to a pipe: a watchdog thread wakes on it, kills the training group,
+    marks run.json interrupted and calls os._exit. The handler itself takes no lock, so it cannot
+    deadlock on one the interrupted code holds (rich's console lock, a logging lock); the records
+    stay consistent because resuming reconciles them (as after SIGKILL).
+
+    SIGHUP (the terminal went away: an SSH connection dropped) does not stop the run: standard
+    output and error are pointed at /dev/null so that nothing fails writing to a dead terminal,
+    and the night goes on; the records are unaffected. Run under tmux or nohup to keep watching.
     """
 
     def __init__(self) -> None:
         self.requested = False
         self.reason: str | None = None
         self.signals = 0
+        self.hung_up = False
         self._interruptible = False
         self.on_hard_exit: Callable[[], None] | None = None
         self._previous: dict[int, object] = {}
+        self._wake: tuple[int, int] | None = None  # the self-pipe the watchdog thread reads
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        self._wake = os.pipe()
+        os.set_blocking(self._wake[1], False)
+        threading.Thread(target=self._watch, args=(self._wake[0],), name="autoresearch-hard-exit",
+                         daemon=True).start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hang_up)
 
     def uninstall(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)  # type: ignore[arg-type]
         self._previous.clear()
+        if self._wake is not None:
+            os.close(self._wake[1])  # the watchdog reads end-of-file and returns without exiting
+            self._wake = None
+
+    def _watch(self, read_end: int) -> None:
+        try:
+            woken = os.read(read_end, 1)
+        finally:
+            os.close(read_end)
+        if not woken:
+            return
+        if self.on_hard_exit is not None:
+            with contextlib.suppress(BaseException):
+                self.on_hard_exit()
+        os._exit(EXIT_INTERRUPTED)
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signals += 1
         if self.signals >= 2:
-            if self.on_hard_exit is not None:
-                self.on_hard_exit()
+            if self._wake is not None:
+                with contextlib.suppress(BlockingIOError):  # already woken
+                    os.write(self._wake[1], b"!")
+                return
             os._exit(EXIT_INTERRUPTED)
         self.request(f"interrupted by {signal.Signals(signum).name}")
         if self._interruptible:
             self._interruptible = False
             raise KeyboardInterrupt
+
+    def _hang_up(self, signum: int, frame: object) -> None:
+        if self.hung_up:
+            return
+        self.hung_up = True
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
 
     def request(self, reason: str) -> None:
         if not self.requested:
@@ -278,13 +319,17 @@ class Night:
     def open(self) -> None:
         config = self.config
         state = ledger.read_run_state(self.run_dir)
-        if state is None and config.resume:
+        leftovers = self._leftovers() if state is None else []
+        if state is None and leftovers and not config.resume:
+            raise UserError(f"{self.run_dir / ledger.RUN_FILE} is missing but run {config.tag} left "
+                            f"{', '.join(leftovers)}; `autoresearch run --resume --tag {config.tag}` rebuilds "
+                            "run.json from them and continues the run, or choose another --tag")
+        if state is None and config.resume and not leftovers:
             raise UserError(f"there is no run to resume at {self.run_dir} (start one without --resume)")
+        if state is None and leftovers:
+            state = self._rebuilt_state()
         fresh = state is None
         if fresh:
-            if self.project.branch_exists(config.tag):
-                raise UserError(f"branch {branch_name(config.tag)} already exists but "
-                                f"{self.run_dir / ledger.RUN_FILE} does not; choose another --tag or delete the branch")
             self.project.check_committed()
         self._check_dataset()
         self.proposer()  # a missing API key is said now, not after the baseline's minutes
@@ -309,6 +354,40 @@ class Night:
         self.emit(RUN_STARTED, message=f"{verb} run {config.tag} on branch {branch_name(config.tag)} "
                                        f"(worktree {self.workspace.path}); next trial {self.next_trial():04d}",
                   tag=config.tag, resumed=not fresh, totals=self.totals())
+
+    def _leftovers(self) -> list[str]:
+        """What a run of this tag left behind, in words (for a run whose run.json is missing)."""
+        found = []
+        if (self.run_dir / ledger.TRIALS_FILE).is_file():
+            found.append(ledger.TRIALS_FILE)
+        trial_dirs = sorted(self.run_dir.glob("trial-*"))
+        if trial_dirs:
+            found.append(f"{len(trial_dirs)} trial director{'y' if len(trial_dirs) == 1 else 'ies'}")
+        if self.project.branch_exists(self.config.tag):
+            found.append(f"the branch {branch_name(self.config.tag)}")
+        refs = self.project.trial_refs(self.config.tag)
+        if refs:
+            found.append(f"{len(refs)} trial ref{'s' if len(refs) != 1 else ''}")
+        return found
+
+    def _rebuilt_state(self) -> dict:
+        """run.json for a run whose file was lost: the baseline commit from trial 0's records or ref."""
+        baseline = None
+        first = ledger.read_trial_file(self.run_dir / trial_dir_name(0))
+        if first is not None and first.record.commit:
+            baseline = first.record.commit
+        if baseline is None:
+            zero = [r for r in ledger.read_trials(self.run_dir).records if r.trial == 0 and r.commit]
+            baseline = zero[0].commit if zero else self.project.trial_refs(self.config.tag).get(0)
+        if baseline is None and self.project.branch_exists(self.config.tag):
+            baseline = self.project.branch_commit(self.config.tag)  # nothing was trained yet
+        if baseline is None:
+            raise UserError(f"run {self.config.tag}: run.json is missing and no record, ref or branch names its "
+                            "baseline commit; choose another --tag")
+        self.emit(NOTE, message=f"{ledger.RUN_FILE} was missing: rebuilt from the run's records and refs")
+        created = first.record.started_at if first is not None else utc_now()
+        return {"tag": self.config.tag, "branch": branch_name(self.config.tag), "created_at": created,
+                "baseline_commit": baseline, "noise_floor": None, "sessions": 0, "rebuilt_at": utc_now()}
 
     def _apply_baseline_knobs(self) -> str:
         """Rewrite the baseline's knobs (the demo shrinks the model for a CPU) as the run's first commit."""
@@ -347,45 +426,124 @@ class Night:
         log = ledger.read_trials(self.run_dir)
         if log.torn_lines:
             self.emit(NOTE, message=f"{ledger.TRIALS_FILE}: skipped unreadable line(s) {log.torn_lines}")
-        self.records = sorted(log.records, key=lambda record: record.trial)
-        recorded = {record.trial for record in self.records}
+        by_trial: dict[int, TrialRecord] = {}
+        for record in log.records:
+            by_trial.setdefault(record.trial, record)
         refs = self.workspace.trial_refs()
         dirs = {int(path.name[6:]) for path in self.run_dir.glob("trial-*") if path.name[6:].isdigit()}
-        for number in sorted((set(refs) | dirs) - recorded):
-            commit = refs.get(number, "")
-            parent, description, source_sha = commit, "(proposal interrupted)", ""
-            if commit:
-                first_parent, _, subject = self.workspace.commit_info(commit)
-                parent = first_parent if number > 0 and first_parent else commit
-                description = subject or "(unrecorded)"
-                source_sha = sha256_text(self.workspace.show(commit, "train.py"))
-            now = utc_now()
-            record = TrialRecord(trial=number, status=INTERRUPTED, description=description, parent=parent,
-                                 commit=commit, started_at=now, ended_at=now, seed=self.config.seed,
-                                 failure_reason="the harness stopped before this trial was recorded "
-                                                "(recorded when the run resumed)",
-                                 train_py_sha256=source_sha)
-            if number > 0 and commit and commit == self.state.get("baseline_commit"):
-                # only the baseline and its noise-floor runs train the baseline commit
-                record.extra["noise_floor"] = True
-                record.description = "noise floor: baseline (interrupted)"
-            ledger.append_trial(self.run_dir, record)
-            self.records.append(record)
-        self.records.sort(key=lambda record: record.trial)
+        recovered = []
+        for number in sorted((set(refs) | dirs) - set(by_trial)):
+            kept_before = [r for r in by_trial.values() if r.trial < number and r.status == KEEP]
+            best_before = max(kept_before, key=lambda r: r.trial).val_bpb if kept_before else None
+            record = self._recovered_record(number, refs.get(number, ""), best_before)
+            ledger.append_trial(self.run_dir, record)  # a lost line comes back; nothing is rewritten
+            by_trial[number] = record
+            recovered.append(number)
+        if recovered:
+            self.emit(NOTE, message=f"recorded trial(s) {', '.join(map(str, recovered))} from what survived "
+                                    "(their record.json, trial ref and files)")
+        self.records = sorted(by_trial.values(), key=lambda record: record.trial)
         # results.tsv is appended after trials.jsonl: a kill between the two lost a row; rebuild it
         ledger.rewrite_results(self.run_dir, self.records)
         self.best = self._best_from_records()
+        self._refuse_to_move_backwards()
         for record in self.records:
-            if record.train_py_sha256:
+            if record.train_py_sha256 and record.status != INTERRUPTED:  # never tried: may be proposed again
                 self.seen_sources.setdefault(record.train_py_sha256, record.trial)
         last = self.records[-1] if self.records else None
-        repairable = last is not None and last.status == CRASH and last.commit
+        repairable = (last is not None and last.status == CRASH and last.commit
+                      and not last.extra.get("noise_floor") and not last.extra.get("baseline"))
         if repairable and last.repair_attempt < self.config.max_repairs and self.best.val_bpb is not None:
-            tail = runner.log_tail(self.run_dir / trial_dir_name(last.trial) / "train.log")
-            self.repair = Repair(last.trial, last.commit, last.repair_attempt + 1, tail)
+            log_name = last.extra.get("crash_log", "train.log")
+            tail = runner.log_tail(self.run_dir / trial_dir_name(last.trial) / log_name)
+            crashed = last.trial
+            if last.repair_attempt:  # a repair of an earlier crash: the chain goes back to that crash
+                chain = [r for r in self.records if r.trial < last.trial and r.status == CRASH
+                         and r.repair_attempt == 0]
+                crashed = chain[-1].trial if chain else last.trial
+            self.repair = Repair(crashed, last.commit, last.repair_attempt + 1, tail)
         self.workspace.remove_stale_locks()
         if self.workspace.head() != self.best.commit or self.workspace.changed_files():
             self.workspace.reset_to(self.best.commit)
+
+    def _recovered_record(self, number: int, commit: str, best_before: float | None) -> TrialRecord:
+        """The record of a trial that trials.jsonl lacks, from the evidence that survived.
+
+        Its own record.json, complete, is the trial as it was recorded (the jsonl line was lost or
+        torn). One still in progress, or none, makes it `interrupted`, described by what the
+        harness knew when it stopped (kind, seed, description) and otherwise by its ref's commit.
+        The best trial named by run.json is a keep even when every other record of it is gone, so
+        a resume never moves the branch back past a recorded keep.
+        """
+        trial_dir = self.run_dir / trial_dir_name(number)
+        trial_file = ledger.read_trial_file(trial_dir)
+        if trial_file is not None and not trial_file.in_progress:
+            return trial_file.record
+        best = self.state.get("best") or {}
+        if best.get("trial") == number and best.get("commit") and best.get("val_bpb") is not None \
+                and best["commit"] in (commit, trial_file.record.commit if trial_file else None):
+            return self._recovered_keep(number, best, trial_file)
+        now = utc_now()
+        if trial_file is not None:
+            record = trial_file.record
+            record.commit = record.commit or commit
+            if record.trial > 0 and record.commit and record.commit == self.state.get("baseline_commit") \
+                    and not record.extra.get("baseline"):
+                record.extra["noise_floor"] = True
+        else:
+            record = TrialRecord(trial=number, status=INTERRUPTED, description="(proposal interrupted)",
+                                 parent=commit, commit=commit, started_at=now, ended_at=now, seed=self.config.seed)
+            if commit:
+                first_parent, _, subject = self.workspace.commit_info(commit)
+                record.parent = first_parent if number > 0 and first_parent else commit
+                record.description = subject or "(unrecorded)"
+                record.train_py_sha256 = sha256_text(self.workspace.show(commit, "train.py"))
+            if commit and commit == self.state.get("baseline_commit"):
+                # only the baseline and its noise-floor runs train the baseline commit
+                if number == 0 or not any(r.extra.get("baseline") for r in self.records):
+                    record.extra["baseline"], record.description = True, "baseline"
+                else:
+                    record.extra["noise_floor"], record.description = True, "noise floor: baseline"
+        record.status, record.ended_at = INTERRUPTED, now
+        record.val_bpb = record.delta = None
+        record.failure_reason = "the harness stopped before this trial was recorded (recorded when the run resumed)"
+        if record.description == "(proposing)":
+            record.description = "(proposal interrupted)"
+        elif (trial_file is not None or record.extra.get("baseline") or record.extra.get("noise_floor")) \
+                and not record.description.endswith("interrupted)"):
+            record.description = f"{record.description} (interrupted)"
+        record.best_val_bpb = best_before
+        for weights in trial_dir.glob(f"**/{WEIGHTS_FILE}"):  # an unrecorded trial's weights are never used
+            weights.unlink(missing_ok=True)
+        return record
+
+    def _recovered_keep(self, number: int, best: dict, trial_file: ledger.TrialFile | None) -> TrialRecord:
+        """run.json's best trial, whose records were lost: a keep, as run.json recorded it."""
+        now = utc_now()
+        commit = best["commit"]
+        record = trial_file.record if trial_file is not None else TrialRecord(
+            trial=number, status=KEEP, description="", parent="", commit=commit, started_at=now, ended_at=now)
+        first_parent, _, subject = self.workspace.commit_info(commit)
+        record.status, record.commit, record.val_bpb = KEEP, commit, float(best["val_bpb"])
+        record.parent = record.parent or (first_parent if number > 0 else commit)
+        record.description = record.description if record.description not in ("", "(proposing)") else subject
+        record.best_val_bpb, record.ended_at = record.val_bpb, record.ended_at or now
+        record.train_py_sha256 = record.train_py_sha256 or sha256_text(self.workspace.show(commit, "train.py"))
+        record.decision = "recovered on resume: run.json names this trial as the best (its record was lost)"
+        if number == 0 or commit == self.state.get("baseline_commit"):
+            record.extra["baseline"] = True
+        return record
+
+    def _refuse_to_move_backwards(self) -> None:
+        """run.json's best must still be the best: resetting past a recorded keep would lose it."""
+        recorded = (self.state.get("best") or {}).get("commit")
+        if not recorded or recorded == self.best.commit or not self.workspace.commit_exists(recorded):
+            return
+        if self.workspace.is_ancestor(self.best.commit, recorded):
+            raise UserError(f"run.json names {recorded[:7]} (trial {self.state['best'].get('trial')}) as the best, "
+                            f"but no surviving record of the run keeps it; resuming would move the branch back to "
+                            f"{self.best.commit[:7]}. Restore {ledger.TRIALS_FILE} or that trial's "
+                            f"{ledger.TRIAL_RECORD_FILE}, then resume")
 
     def _best_from_records(self) -> Best:
         kept = [record for record in self.records if record.status == KEEP and record.commit]
@@ -455,8 +613,13 @@ class Night:
         later = [record for record in self.records if record.trial > baseline and record.status != INTERRUPTED]
         if any(not record.extra.get("noise_floor") for record in later):
             return []  # proposals have started: the noise floor is what it is
-        done = {record.seed for record in later}
+        done = {record.seed for record in later if record.status == DISCARD and record.val_bpb is not None}
         return [seed for seed in trust.noise_seeds(self.config.seed, self.config.noise_runs) if seed not in done]
+
+    def noise_failures(self, seed: int) -> int:
+        """How often the noise-floor run with `seed` failed (interruptions do not count)."""
+        return sum(1 for record in self.records if record.extra.get("noise_floor") and record.seed == seed
+                   and record.status not in (DISCARD, INTERRUPTED))
 
     def _refresh_noise_floor(self) -> None:
         """run.json's `noise_floor`, from the records: the baseline's seeds and scores, the std, the threshold."""
@@ -490,7 +653,9 @@ class Night:
         if self.stop.requested:
             return self.stop.reason or "interrupted"
         # noise-floor runs measure the baseline; they are not trials the user counts (nor does the report)
-        counted = sum(1 for record in self.records if not record.extra.get("noise_floor"))
+        # nor do proposals the agent never delivered (an outage, an agent bug): nothing was tried
+        counted = sum(1 for record in self.records
+                      if not record.extra.get("noise_floor") and not record.extra.get("agent_error"))
         if config.max_trials is not None and counted >= config.max_trials:
             return f"reached --max-trials {config.max_trials}"
         if config.max_cost is not None and sum(record.cost_usd for record in self.records) >= config.max_cost:
@@ -569,6 +734,7 @@ class Night:
             record.extra["baseline"] = True
         elif kind == KIND_NOISE:
             record.extra["noise_floor"] = True
+        self._write_trial_file(record, trial_dir, in_progress=True)
         label = record.description if kind != KIND_PROPOSAL else (
             f"repair {repair.attempt} of trial {repair.crashed_trial}" if repair else "proposing")
         self.emit(TRIAL_STARTED, number, label, repair_attempt=record.repair_attempt)
@@ -617,6 +783,7 @@ class Night:
         # 4. commit
         record.train_py_sha256 = sha256_text(source)
         self._commit(record, baseline, trial_dir)
+        self._write_trial_file(record, trial_dir, in_progress=True)
         # 5-7. train, score, judge
         training, evaluation, failure = self._train_and_score(record, trial_dir, record.seed, kind)
         self._note_training(record, training)
@@ -966,14 +1133,23 @@ class Night:
         if record.extra.get("baseline") and record.status not in (KEEP, INTERRUPTED):
             record.extra["stops_run"] = (f"the unmodified train.py (the baseline) did not score: {record.status}: "
                                          f"{record.failure_reason}; fix it or its environment, then resume")
+        # A failed noise-floor run is the machine's doing (the baseline's own code scored before: a full
+        # disk, a busy GPU): its seed runs again; deciding without the noise floor asked for keeps noise.
+        if record.extra.get("noise_floor") and record.status not in (DISCARD, INTERRUPTED) \
+                and self.noise_failures(record.seed) + 1 >= MAX_NOISE_ATTEMPTS:
+            record.extra["stops_run"] = (f"the noise-floor run with seed {record.seed} failed {MAX_NOISE_ATTEMPTS} "
+                                         f"times ({record.status}: {record.failure_reason}); the baseline's own "
+                                         "code cannot be measured again here: fix the machine (disk, memory, "
+                                         "device), then resume")
         previous = self.best
         if record.status == KEEP:
             self.best = Best(record.trial, record.commit, record.val_bpb)
         record.best_val_bpb = self.best.val_bpb
         # Record first: a stop between here and the reset is repaired on resume from the records.
+        self._write_trial_file(record, trial_dir, in_progress=False)  # before the line: a lost line is rebuilt
         ledger.append_trial(self.run_dir, record)
         self.records.append(record)
-        if record.train_py_sha256:
+        if record.train_py_sha256 and record.status != INTERRUPTED:  # an interrupted source was never tried
             self.seen_sources.setdefault(record.train_py_sha256, record.trial)
         self._refresh_noise_floor()
         self._save_state()
@@ -986,6 +1162,9 @@ class Night:
         self._plan_repair(record, trial_dir)
         self.emit(TRIAL_FINISHED, record.trial, record.status, record=record.to_dict(), totals=self.totals())
         return record
+
+    def _write_trial_file(self, record: TrialRecord, trial_dir: Path, *, in_progress: bool) -> None:
+        ledger.write_trial_file(trial_dir, record, in_progress=in_progress, settings=self.config.summary())
 
     def _plan_repair(self, record: TrialRecord, trial_dir: Path) -> None:
         if record.extra.get("noise_floor"):
@@ -1026,7 +1205,11 @@ class Night:
         self.emit(RUN_STOPPED, message=reason, status=status, stop_reason=reason, totals=self.totals())
 
     def hard_exit(self) -> None:
-        """The second Ctrl-C: kill training now and mark the run interrupted; resume reconciles."""
+        """The second Ctrl-C (on the watchdog thread): kill training, mark the run interrupted; resume reconciles.
+
+        The view is not closed (its lock may be held by the interrupted main thread): the
+        terminal's cursor is shown again directly.
+        """
         group = self.active_training_group
         if group is not None:
             with contextlib.suppress(OSError):
@@ -1040,8 +1223,9 @@ class Night:
             ledger.write_run_state(self.run_dir, state)
         with contextlib.suppress(Exception):
             self.release_lock()
-        with contextlib.suppress(Exception):
-            self.view.close()
+        with contextlib.suppress(OSError):
+            if os.isatty(1):
+                os.write(1, b"\x1b[?25h\n")
 
 
 def acquire_run_lock(run_dir: Path) -> None:

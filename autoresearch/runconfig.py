@@ -106,11 +106,12 @@ def _pyproject_settings(project_dir: Path) -> dict:
         return {}
     try:
         import tomllib
-    except ImportError:  # Python 3.10
+    except ImportError:  # Python 3.10: tomli is a dependency there (pyproject.toml)
         try:
             import tomli as tomllib  # type: ignore[no-redef]
         except ImportError:
-            return {}
+            raise UserError(f"{path} cannot be read for [tool.autoresearch]: this Python has no tomllib; "
+                            "`pip install tomli` (a dependency of autoresearch on Python 3.10)") from None
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -212,8 +213,7 @@ def _keep_measurement_settings(config: RunConfig, sources: dict[str, str]) -> No
     """
     from autoresearch import ledger
 
-    state = ledger.read_run_state(config.project_dir / "runs" / config.tag)
-    recorded = (state or {}).get("config") or {}
+    recorded = ledger.recorded_settings(config.project_dir / "runs" / config.tag)
     for name in MEASUREMENT_SETTINGS:
         if name not in recorded:
             continue

@@ -9,6 +9,7 @@ agent only: it edits train.py (or, to test the rules, other files) the way a scr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from autoresearch import knobs, ledger, trust
 from autoresearch.agent.base import Proposal, ProposalContext, Usage
 from autoresearch.gitops import trial_ref
+from autoresearch.runconfig import RunConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = Path(__file__).resolve().parent / "tiny_train.py"
@@ -73,6 +75,20 @@ def sealed_copy(dataset: Path, destination: Path) -> Path:
     if "files" not in manifest:
         seal_dataset(destination, manifest)
     return destination
+
+
+def night_config(project: Path, data_dir: Path, **flags: object) -> RunConfig:
+    """A CPU-sized run of `project` on `data_dir`: no noise floor, confirmation or holdout unless asked."""
+    # Those are for tests/test_adversarial.py and tests/test_holdout.py; these tests are about the loop's other rules.
+    base = {"budget": 20, "tag": "t", "data_dir": str(data_dir), "device": "cpu", "seq_len": 64,
+            "eval_tokens": 4096, "startup_allowance": 60, "noise_runs": 0, "confirm_runs": 0, "quarantine_factor": 0,
+            "holdout": False}
+    config = load_config({**base, **flags}, project_dir=project, environ={})
+    config.kill_grace = 1.0
+    config.proposal_retries = 1
+    # Set AUTORESEARCH_TEST_GUARD_PACKAGE=0 only while the package itself is being edited under the tests.
+    config.guard_package = os.environ.get("AUTORESEARCH_TEST_GUARD_PACKAGE", "1") != "0"
+    return config
 
 
 # --- The scripted agent ------------------------------------------------------------------------

@@ -155,3 +155,42 @@ def test_stale_index_lock_is_removed(project: Path) -> None:
     assert not lock.exists()
     (space.path / "train.py").write_text("LR = 0.5\n")
     space.commit_train_py("works again", trial=1)
+
+
+def test_no_hook_of_the_users_repository_runs_for_autoresearch_git(tmp_path: Path, project: Path) -> None:
+    """`--no-verify` skips pre-commit and commit-msg only: prepare-commit-msg, post-commit and
+    post-checkout (run by `git worktree add`) must not run either."""
+    hooks = project / ".git" / "hooks"
+    ran = tmp_path / "hooks-ran"
+    for name in ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "post-checkout"):
+        hook = hooks / name
+        hook.write_text(f"#!/bin/sh\necho {name} >> '{ran}'\n")
+        hook.chmod(0o755)
+    # The hooks do run for a plain git command in this repository (the test would prove nothing otherwise).
+    subprocess.run(["git", "-c", "user.name=H", "-c", "user.email=h@example.com", "commit", "-q",
+                    "--allow-empty", "-m", "live hooks"], cwd=project, check=True)
+    assert "post-commit" in ran.read_text()
+    ran.unlink()
+
+    workspace = gitops.Workspace.open_or_create(gitops.Project(project), "t", project / "runs" / "t" / "worktree",
+                                                start_commit=git(project, "rev-parse", "HEAD"))
+    (workspace.path / "train.py").write_text("LR = 0.2\n")
+    workspace.commit_train_py("LR 0.1 -> 0.2", 1)
+    workspace.reset_to(git(project, "rev-parse", "main"))
+    workspace.checkout_file(git(project, "rev-parse", "refs/autoresearch/t/trial-0001"))
+    assert not ran.exists(), f"hooks ran: {ran.read_text()}"
+
+
+def test_a_failed_worktree_add_leaves_no_branch_so_a_retry_works(project: Path) -> None:
+    """`git branch` succeeds, `git worktree add` fails: the new branch must not block every retry."""
+    admin = project / ".git" / "worktrees"
+    admin.write_text("a file where git wants a directory\n")  # makes `git worktree add` fail
+    start = git(project, "rev-parse", "HEAD")
+    with pytest.raises(gitops.GitError, match="preparing the run's worktree"):
+        gitops.Workspace.open_or_create(gitops.Project(project), "t", project / "runs" / "t" / "worktree",
+                                        start_commit=start)
+    assert git(project, "branch", "--list", "autoresearch/t") == ""
+    admin.unlink()
+    workspace = gitops.Workspace.open_or_create(gitops.Project(project), "t", project / "runs" / "t" / "worktree",
+                                                start_commit=start)
+    assert workspace.head() == start

@@ -21,6 +21,7 @@ from run_fixtures import (
     git,
     insert_code,
     make_project,
+    night_config,
     sealed_copy,
     set_knob,
     tiny_train_source,
@@ -30,7 +31,6 @@ from run_fixtures import (
 from autoresearch.agent.base import ProposalContext
 from autoresearch.errors import UserError
 from autoresearch.loop import run_night
-from autoresearch.runconfig import RunConfig, load_config
 from autoresearch.runner import pid_alive
 from autoresearch.view import TRIAL_FINISHED, NullView
 
@@ -38,20 +38,6 @@ from autoresearch.view import TRIAL_FINISHED, NullView
 @pytest.fixture(scope="session")
 def run_dataset(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sealed_copy(tiny_dataset, tmp_path_factory.mktemp("run-data") / "tiny")
-
-
-def night_config(project: Path, data_dir: Path, **flags: object) -> RunConfig:
-    # No noise floor, confirmation or holdout by default: these tests are about the loop's other rules
-    # (tests/test_adversarial.py and tests/test_holdout.py run with them).
-    base = {"budget": 20, "tag": "t", "data_dir": str(data_dir), "device": "cpu", "seq_len": 64,
-            "eval_tokens": 4096, "startup_allowance": 60, "noise_runs": 0, "confirm_runs": 0, "quarantine_factor": 0,
-            "holdout": False}
-    config = load_config({**base, **flags}, project_dir=project, environ={})
-    config.kill_grace = 1.0
-    config.proposal_retries = 1
-    # Set AUTORESEARCH_TEST_GUARD_PACKAGE=0 only while the package itself is being edited under the tests.
-    config.guard_package = os.environ.get("AUTORESEARCH_TEST_GUARD_PACKAGE", "1") != "0"
-    return config
 
 
 def gone(pid: int) -> bool:
@@ -263,3 +249,19 @@ def test_resume_reconciles_an_unrecorded_trial_and_a_stray_worktree(tmp_path: Pa
     assert records[1].commit == stray and records[1].description == "a trial the harness never recorded"
     assert records[2].commit == ""
     assert outcome.trials_this_session == 1
+
+
+def test_proposals_the_agent_never_delivered_do_not_count_toward_max_trials(tmp_path: Path,
+                                                                           run_dataset: Path) -> None:
+    """An agent error is recorded (rejected, with the reason) but tried nothing: --max-trials counts real trials."""
+    def agent_bug(context: ProposalContext) -> str:
+        raise RuntimeError("the agent fell over (planted)")
+
+    project = make_project(tmp_path)
+    agent = ScriptedProposer([agent_bug, set_knob("MATRIX_LR", 0.03)])
+    outcome = run_night(night_config(project, run_dataset, max_trials=2), proposer=agent, handle_signals=False)
+    records = check_records_and_git(project, "t")
+    assert [(r.status, r.extra.get("agent_error")) for r in records] == [("keep", None), ("rejected", True),
+                                                                        ("keep", None)]
+    assert records[1].failure_reason == "agent error: RuntimeError: the agent fell over (planted)"
+    assert outcome.stop_reason == "reached --max-trials 2"

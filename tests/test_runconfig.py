@@ -69,3 +69,21 @@ def test_results_tsv_is_rebuilt_from_the_records(tmp_path: Path) -> None:
     ledger.rewrite_results(tmp_path, records)
     lines = (tmp_path / ledger.RESULTS_FILE).read_text().splitlines()
     assert lines[0] == ledger.RESULTS_HEADER.strip() and len(lines) == 4 and lines[3].endswith("discard\tidea 2")
+
+
+def test_tool_autoresearch_without_a_toml_reader_is_one_line_not_silently_ignored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.10 has no tomllib: the settings must not be dropped without a word."""
+    (tmp_path / "pyproject.toml").write_text("[tool.autoresearch]\nbudget = 42\n")
+    assert load_config({}, project_dir=tmp_path, environ={}).budget == 42  # read where a reader exists
+    monkeypatch.setitem(__import__("sys").modules, "tomllib", None)  # as on 3.10 ...
+    monkeypatch.setitem(__import__("sys").modules, "tomli", None)  # ... without tomli installed
+    with pytest.raises(UserError, match=r"cannot be read for \[tool.autoresearch\].*pip install tomli"):
+        load_config({}, project_dir=tmp_path, environ={})
+
+
+def test_tomli_is_a_dependency_where_tomllib_is_missing() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "tomli>=1.1; python_version < '3.11'" in project["project"]["dependencies"]
