@@ -7,6 +7,8 @@
     agent_standin.py commit         edit train.py and `git commit` it (the harness must refuse)
     agent_standin.py fail           print to stderr and exit 3
     agent_standin.py env            print the environment variable names it sees, one a line
+    agent_standin.py plan           run the next line of the file $STANDIN_PLAN (one mode and its
+                                    arguments a line, shell-quoted); $STANDIN_PLAN.n counts the calls
 
 Every mode first reads the briefing from stdin and checks it equals $AUTORESEARCH_BRIEFING's file.
 """
@@ -20,9 +22,17 @@ from pathlib import Path
 briefing = sys.stdin.read()
 if briefing != Path(os.environ["AUTORESEARCH_BRIEFING"]).read_text():
     sys.exit("stdin and $AUTORESEARCH_BRIEFING differ")
-mode = sys.argv[1]
+mode, args = sys.argv[1], sys.argv[2:]
+if mode == "plan":
+    import shlex
+
+    plan = Path(os.environ["STANDIN_PLAN"])
+    counter = Path(str(plan) + ".n")
+    done = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(done + 1))
+    mode, *args = shlex.split(plan.read_text().splitlines()[done])
 if mode == "edit":
-    old, new = sys.argv[2], sys.argv[3]
+    old, new = args[0], args[1]
     source = Path("train.py").read_text()
     if old not in source:
         sys.exit(f"{old!r} is not in train.py")
@@ -34,7 +44,8 @@ elif mode == "other":
     print("Edited prepare.py")
 elif mode == "hang":
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    Path(os.environ["STANDIN_CHILD_PID"]).write_text(str(child.pid))
+    if os.environ.get("STANDIN_CHILD_PID"):
+        Path(os.environ["STANDIN_CHILD_PID"]).write_text(str(child.pid))
     time.sleep(600)
 elif mode == "commit":
     Path("train.py").write_text(Path("train.py").read_text() + "\n# committed by the agent\n")
