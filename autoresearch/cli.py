@@ -157,12 +157,13 @@ def run(
     from autoresearch.view import make_view
 
     flags = {"hours": hours, "max_trials": max_trials, "tag": tag, "budget": budget, "agent": agent,
-             "model": model, "agent_command": agent_command, "agent_timeout": agent_timeout, "device": device, "max_cost": max_cost, "resume": resume or None,
+             "model": model, "device": device, "max_cost": max_cost, "resume": resume or None,
              "dataset": dataset, "data_dir": data_dir, "min_delta": min_delta, "max_repairs": max_repairs,
              "seq_len": seq_len, "eval_tokens": eval_tokens, "startup_allowance": startup_allowance,
              "seed": seed, "noise_runs": noise_runs, "noise_sigmas": noise_sigmas, "confirm_runs": confirm_runs,
              "quarantine_factor": quarantine_factor, "quarantine_floor": quarantine_floor,
              "overhead_tolerance": overhead_tolerance, "holdout": holdout}
+    flags |= {"agent_command": agent_command, "agent_timeout": agent_timeout}
     config = load_config(flags, project_dir=Path(project_dir) if project_dir else None)
     view = make_view()
     try:

@@ -379,3 +379,11 @@ def test_a_failed_or_interrupted_conversation_carries_its_paid_usage(server, con
     assert usage.input_tokens == 1000 and usage.output_tokens == 100
     assert usage.cost_usd == pytest.approx((1000 * 2 + 100 * 10) / 1e6)  # Sonnet 5.5's $2 / $10
     assert [entry["role"] for entry in transcript][:2] == ["system", "user"]
+
+
+def test_a_server_that_only_sends_garbage_fails_the_proposal_not_the_night(server, context):
+    server.enqueue(*[Fault.malformed(after_events=1) for _ in range(4)])
+    with pytest.raises(Exception, match="malformed event in the stream") as raised:
+        proposer(retry=fast_retry(max_malformed=3)).propose(context)
+    assert not isinstance(raised.value, UserError)  # an agent error the loop records, not a fatal one
+    assert len(server.requests) == 4

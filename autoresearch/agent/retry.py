@@ -17,8 +17,9 @@ Errors the user must fix (401 bad key, 403, 404 unknown model, 400 bad request, 
 
 What this does not protect against: a request that keeps failing the same non-retryable way for
 reasons the user cannot fix (it stops the run with that message), a server that keeps answering
-200 with garbage (retried forever, like any other fault, until the night ends), and usage billed
-for attempts that failed halfway through a stream (the API reports no usage for them).
+200 with garbage (after `max_malformed` such streams in a row the attempt fails and the loop
+records the proposal as an agent error, so the night goes on), and usage billed for attempts
+that failed halfway through a stream (the API reports no usage for them).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class RetryPolicy:
     initial_delay: float = 2.0  # seconds before the first retry
     max_delay: float = 300.0  # cap on one wait (a server's retry-after may ask for longer, within patience)
     patience: float | None = None  # total seconds spent failing before giving up (None: never give up)
+    max_malformed: int = 10  # malformed streams in a row before the attempt fails (a parser bug, not an outage)
     multiplier: float = 2.0
     jitter: float = 0.25  # each wait is scaled by a random factor in [1 - jitter, 1 + jitter]
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
@@ -229,6 +231,7 @@ def call_with_retries(attempt: Callable[[], T], policy: RetryPolicy, *, model: s
     """Run `attempt` until it succeeds, waiting out retryable faults (within the patience, if any)."""
     started = policy.clock()
     failures = 0
+    malformed_in_a_row = 0
     while True:
         try:
             return attempt()
@@ -239,6 +242,9 @@ def call_with_retries(attempt: Callable[[], T], policy: RetryPolicy, *, model: s
                     raise user_error_for(error, model, provider) from error
                 raise
             failures += 1
+            malformed_in_a_row = malformed_in_a_row + 1 if isinstance(error, MalformedStreamError) else 0
+            if malformed_in_a_row > policy.max_malformed:
+                raise  # not an outage: this proposal fails (the loop records it) rather than looping all night
             delay = fault.retry_after if fault.retry_after is not None else policy.backoff(failures)
             waited = policy.clock() - started
             if policy.patience is not None and waited + delay > policy.patience:
