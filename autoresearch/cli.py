@@ -92,10 +92,16 @@ def run(
         help="Training seconds per trial (default: 300; env AUTORESEARCH_TIME_BUDGET).",
         show_default=False)] = None,
     agent: Annotated[str | None, typer.Option(
-        help="auto (claude when ANTHROPIC_API_KEY is set, else offline), claude, or offline "
-        "(env AUTORESEARCH_AGENT).", show_default=False)] = None,
+        help="auto (claude when ANTHROPIC_API_KEY is set, else offline), claude, openai, command, or offline "
+        "(env AUTORESEARCH_AGENT; see `autoresearch agents`).", show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
-        help="The Claude model (env AUTORESEARCH_MODEL).", show_default=False)] = None,
+        help="The agent's model (env AUTORESEARCH_MODEL).", show_default=False)] = None,
+    agent_command: Annotated[str | None, typer.Option(
+        help="--agent command: the coding-agent CLI to run in the worktree, e.g. 'claude -p --permission-mode "
+        "acceptEdits' (env AUTORESEARCH_AGENT_COMMAND).", show_default=False)] = None,
+    agent_timeout: Annotated[float | None, typer.Option(
+        help="--agent command: seconds one proposal may take before the CLI is killed (default: 1800).",
+        show_default=False)] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cuda, cpu or mps (env AUTORESEARCH_DEVICE).", show_default=False)] = None,
     max_cost: Annotated[float | None, typer.Option(
@@ -157,6 +163,7 @@ def run(
              "seed": seed, "noise_runs": noise_runs, "noise_sigmas": noise_sigmas, "confirm_runs": confirm_runs,
              "quarantine_factor": quarantine_factor, "quarantine_floor": quarantine_floor,
              "overhead_tolerance": overhead_tolerance, "holdout": holdout}
+    flags |= {"agent_command": agent_command, "agent_timeout": agent_timeout}
     config = load_config(flags, project_dir=Path(project_dir) if project_dir else None)
     view = make_view()
     try:
@@ -171,6 +178,59 @@ def run(
 
         typer.echo(format_table(rows_of(outcome.run_dir, outcome.holdout), outcome.holdout.get("flag")))
     raise typer.Exit(outcome.exit_code)
+
+
+# --- agents -------------------------------------------------------------------------------------
+@app.command()
+def agents() -> None:
+    """List the agents, what each needs, and how to check one with a dry proposal."""
+    from autoresearch.agent.factory import AGENTS
+
+    for info in AGENTS:
+        typer.echo(f"{info.name}\n  {info.summary}\n  needs: {info.needs}\n  e.g.:  {info.setup}")
+    typer.echo("\nCheck an agent without training: autoresearch propose --agent NAME [--model M] "
+               "[--agent-command '...']\n(one proposal on a scratch copy; prints its description, diff and cost)")
+
+
+@app.command()
+def propose(
+    agent: Annotated[str | None, typer.Option(
+        help="claude, openai, command, offline or auto (env AUTORESEARCH_AGENT).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(help="The agent's model (env AUTORESEARCH_MODEL).",
+                                              show_default=False)] = None,
+    agent_command: Annotated[str | None, typer.Option(
+        help="--agent command: the coding-agent CLI to run.", show_default=False)] = None,
+    agent_timeout: Annotated[float | None, typer.Option(
+        help="--agent command: seconds before the CLI is killed (default: 1800).", show_default=False)] = None,
+    max_cost: Annotated[float | None, typer.Option(
+        help="Check that --max-cost could be enforced for this agent and model.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run/--no-dry-run", help="Dry: nothing is trained, recorded or changed in the checkout (the only "
+        "mode).")] = True,
+    project_dir: Annotated[str | None, typer.Option(
+        help="The project (default: .).", show_default=False)] = None,
+) -> None:
+    """Ask the agent for one proposal on a scratch copy of the project and print it: no training."""
+    from pathlib import Path
+
+    from autoresearch.agent.dry import dry_proposal
+    from autoresearch.runconfig import load_config
+
+    if not dry_run:
+        raise UserError("autoresearch propose only makes dry proposals; `autoresearch run` trains them")
+    flags = {"agent": agent, "model": model, "agent_command": agent_command, "agent_timeout": agent_timeout,
+             "max_cost": max_cost}
+    config = load_config(flags, project_dir=Path(project_dir) if project_dir else None)
+    result = dry_proposal(config)
+    usage = result.usage
+    cost = f"${usage.cost_usd:.4f}" if usage.cost_known else "unknown"
+    typer.echo(f"agent {result.agent}: {result.description}")
+    typer.echo(result.diff or "(train.py is unchanged)")
+    others = [name for name in result.changed_files if name != "train.py"]
+    if others:
+        typer.echo(f"it also changed {', '.join(others)}: a run would reject this proposal")
+    typer.echo(f"tokens: {usage.input_tokens} in, {usage.output_tokens} out, {usage.cache_read_tokens} cache read, "
+               f"{usage.cache_write_tokens} cache write; cost {cost}; nothing was trained or changed in the checkout")
 
 
 # --- report -------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch import atomic, contract, ledger, runner, trust
-from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage
+from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage, absorb_partial
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
 from autoresearch.integrity import Guard, describe, sha256_text
@@ -332,7 +332,10 @@ class Night:
         if fresh:
             self.project.check_committed()
         self._check_dataset()
-        self.proposer()  # a missing API key is said now, not after the baseline's minutes
+        from autoresearch.agent.factory import prepare_proposer
+
+        # the key, endpoint and model (and whether --max-cost can be kept) are said now, not after the baseline
+        self._proposer = prepare_proposer(self.config, self._proposer, notes_path=self.run_dir / "notes.md")
         self.project.ensure_runs_ignored()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
@@ -842,12 +845,15 @@ class Night:
                 try:
                     with self.stop.interruptible():
                         proposal: Proposal = self.proposer().propose(context)
-                except KeyboardInterrupt:
+                except KeyboardInterrupt as interrupt:
+                    absorb_partial(interrupt, usage, transcript)  # paid turns before the interrupt count
                     raise
                 except UserError as error:
+                    absorb_partial(error, usage, transcript)
                     raise AgentFailure(str(error), fatal=error) from error
                 except Exception as error:  # an agent bug or outage must not end the night at once
                     self.agent_failures += 1
+                    absorb_partial(error, usage, transcript)
                     transcript.append({"role": "harness", "event": "agent_error", "attempt": attempt,
                                        "error": f"{type(error).__name__}: {error}"})
                     raise AgentFailure(f"{type(error).__name__}: {error}") from error

@@ -27,7 +27,7 @@ from pathlib import Path
 from autoresearch import contract
 from autoresearch.errors import UserError
 
-AGENTS = ("auto", "claude", "offline")
+AGENTS = ("auto", "claude", "openai", "command", "offline")
 DEVICES = ("auto", "cuda", "cpu", "mps")
 _TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -38,6 +38,7 @@ ENVIRONMENT = {
     "data_dir": contract.ENV_DATA_DIR,
     "device": contract.ENV_DEVICE,
     "agent": "AUTORESEARCH_AGENT",
+    "agent_command": "AUTORESEARCH_AGENT_COMMAND",
     "budget": contract.ENV_TIME_BUDGET,
 }
 
@@ -52,6 +53,13 @@ class RunConfig:
     max_cost: float | None = None  # US dollars of agent usage in the run, across resumes
     agent: str = "auto"
     model: str | None = None
+    agent_command: str | None = None  # --agent command: the coding-agent CLI, run with sh -c in the worktree
+    agent_timeout: float = 1800.0  # seconds one proposal of --agent command may take before it is killed
+    agent_env: str | None = None  # --agent command: extra environment variables it may see, comma-separated
+    price_input: float | None = None  # USD per million tokens, for a model the price table lacks
+    price_output: float | None = None
+    price_cache_read: float | None = None
+    price_cache_write: float | None = None
     device: str = "auto"
     dataset: str | None = None
     data_dir: Path | None = None  # resolved from `dataset` when not given
@@ -82,7 +90,8 @@ class RunConfig:
 
     def summary(self) -> dict:
         """The settings recorded in run.json."""
-        keys = ("budget", "hours", "max_trials", "max_cost", "agent", "model", "device", "dataset", "data_dir",
+        keys = ("budget", "hours", "max_trials", "max_cost", "agent", "model", "agent_command", "agent_timeout",
+                "device", "dataset", "data_dir",
                 "seq_len", "eval_tokens", "min_delta", "max_repairs", "startup_allowance", "seed", "baseline_knobs",
                 "noise_runs", "noise_sigmas", "confirm_runs", "quarantine_factor", "quarantine_floor",
                 "overhead_tolerance", "holdout")
@@ -91,10 +100,11 @@ class RunConfig:
 
 
 _FLOATS = {"budget", "hours", "max_cost", "min_delta", "startup_allowance", "eval_timeout", "kill_grace",
-           "noise_sigmas", "quarantine_factor", "quarantine_floor", "overhead_tolerance"}
+           "noise_sigmas", "quarantine_factor", "quarantine_floor", "overhead_tolerance", "agent_timeout",
+           "price_input", "price_output", "price_cache_read", "price_cache_write"}
 _INTS = {"max_trials", "seq_len", "eval_tokens", "max_repairs", "seed", "proposal_retries", "noise_runs",
          "confirm_runs"}
-_STRINGS = {"tag", "agent", "model", "device", "dataset"}
+_STRINGS = {"tag", "agent", "model", "device", "dataset", "agent_command", "agent_env"}
 _PATHS = {"data_dir"}
 _BOOLS = {"holdout"}
 SETTABLE = _FLOATS | _INTS | _STRINGS | _PATHS | _BOOLS
@@ -239,7 +249,8 @@ def _check(config: RunConfig, sources: dict[str, str]) -> None:
         fail("tag", f"{config.tag!r} is not a usable tag (letters, digits, '.', '_', '-'; at most 64)")
     positive = {"budget": config.budget, "hours": config.hours, "max_trials": config.max_trials,
                 "seq_len": config.seq_len, "eval_tokens": config.eval_tokens,
-                "startup_allowance": config.startup_allowance, "eval_timeout": config.eval_timeout}
+                "startup_allowance": config.startup_allowance, "eval_timeout": config.eval_timeout,
+                "agent_timeout": config.agent_timeout}
     for name, value in positive.items():
         if value is not None and value <= 0:
             fail(name, f"must be greater than 0 (got {value:g})")
@@ -247,12 +258,22 @@ def _check(config: RunConfig, sources: dict[str, str]) -> None:
                     "proposal_retries": config.proposal_retries, "kill_grace": config.kill_grace,
                     "seed": config.seed, "noise_runs": config.noise_runs, "noise_sigmas": config.noise_sigmas,
                     "confirm_runs": config.confirm_runs, "quarantine_factor": config.quarantine_factor,
-                    "quarantine_floor": config.quarantine_floor, "overhead_tolerance": config.overhead_tolerance}
+                    "quarantine_floor": config.quarantine_floor, "overhead_tolerance": config.overhead_tolerance,
+                    "price_input": config.price_input, "price_output": config.price_output,
+                    "price_cache_read": config.price_cache_read, "price_cache_write": config.price_cache_write}
     for name, value in non_negative.items():
         if value is not None and value < 0:
             fail(name, f"must not be negative (got {value:g})")
     if config.agent not in AGENTS:
         fail("agent", f"{config.agent!r} is not one of {', '.join(AGENTS)}")
+    if config.agent == "command" and not (config.agent_command or "").strip():
+        fail("agent", "--agent command needs --agent-command '...' (the coding-agent CLI to run; see "
+                      "`autoresearch agents`)")
+    if config.agent_command is not None and config.agent != "command":
+        fail("agent_command", f"is only used with --agent command (the agent is {config.agent!r})")
+    if (config.price_input is None) != (config.price_output is None):
+        fail("price_input" if config.price_input is None else "price_output",
+             "price-input and price-output are given together (USD per million tokens)")
     if config.device not in DEVICES:
         fail("device", f"{config.device!r} is not one of {', '.join(DEVICES)}")
     if config.dataset is not None and not config.dataset.strip():

@@ -26,6 +26,12 @@ message_stop) and as one JSON message otherwise. A `Fault` misbehaves instead:
 - `Fault.drop(after_events=0)`: close the connection, at once or after that many SSE events.
 - `Fault.stream_error(after_events=2, error_type="overloaded_error")`: `event: error` mid-stream.
 - `Fault.slow(seconds)`: send nothing for that long, then close (to exceed a client time-out).
+- `Fault.malformed(after_events=2)`: a 200 stream whose next event after that many is not JSON.
+
+`POST /v1/messages/count_tokens` (the agents' fail-fast check) answers from the server's settings,
+never from the queue: 404 `not_found_error` "model: X" when `known_models` is set and lacks the
+model, 401 when `api_key` is set and the request carries another, `check_fault` when set, else a
+token count. `server.counts` is how many such requests came.
 
 An empty queue answers 400 ("no scripted response left") so a test that under-scripts fails loudly.
 `server.requests` holds every request body (faulted ones included); `server.headers` their headers.
@@ -72,7 +78,7 @@ def reply(*blocks: dict, usage: dict | None = None, stop_reason: str | None = No
 
 @dataclass
 class Fault:
-    kind: str  # "status", "drop", "stream_error", "slow"
+    kind: str  # "status", "drop", "stream_error", "slow", "malformed"
     code: int = 500
     error_type: str | None = None
     retry_after: float | None = None
@@ -95,6 +101,10 @@ class Fault:
     def slow(cls, seconds: float) -> Fault:
         return cls("slow", seconds=seconds)
 
+    @classmethod
+    def malformed(cls, after_events: int = 2) -> Fault:
+        return cls("malformed", after_events=after_events)
+
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 408: "timeout_error", 413: "request_too_large",
@@ -108,6 +118,10 @@ class _State:
     headers: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
+    counts: int = 0
+    known_models: set[str] | None = None
+    api_key: str | None = None
+    check_fault: Fault | None = None
 
 
 def _message_events(item: Reply, model: str, message_id: str) -> list[tuple[str, dict]]:
@@ -176,6 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {"unparsed": raw.decode("utf-8", "replace")}
+        if self.path.split("?")[0] == "/v1/messages/count_tokens":
+            with contextlib.suppress(OSError):
+                self._count_tokens(body)
+            return
         with self.state.lock:
             self.state.requests.append(body)
             self.state.headers.append({k.lower(): v for k, v in self.headers.items()})
@@ -184,6 +202,27 @@ class _Handler(BaseHTTPRequestHandler):
             item = self.state.queue.popleft() if self.state.queue else None
         with contextlib.suppress(OSError):  # the client gave up (a time-out test): nothing to do
             self._answer(item, body, f"msg_fake_{number:04d}")
+
+    def _count_tokens(self, body: dict) -> None:
+        with self.state.lock:
+            self.state.counts += 1
+        key = self.headers.get("x-api-key") or (self.headers.get("authorization") or "").removeprefix("Bearer ")
+        fault = self.state.check_fault
+        if fault is not None:
+            return self._error(fault.code, fault.error_type or _ERROR_TYPES.get(fault.code, "api_error"),
+                               f"fake {fault.code}", fault.retry_after)
+        if self.state.api_key is not None and key != self.state.api_key:
+            return self._error(401, "authentication_error", "invalid x-api-key")
+        model = body.get("model", "")
+        if self.state.known_models is not None and model not in self.state.known_models:
+            return self._error(404, "not_found_error", f"model: {model}")
+        payload = json.dumps({"input_tokens": 8}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _answer(self, item: Reply | Fault | None, body: dict, message_id: str) -> None:
         if self.path.split("?")[0] != "/v1/messages":
@@ -205,6 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._start_stream()
             for name, payload in events[: item.after_events]:
                 self._send_event(name, payload)
+            if item.kind == "malformed":
+                chunk = b"event: content_block_delta\ndata: {this is not json\n\n"
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                return self._end_stream()
             if item.kind == "stream_error":
                 self._send_event("error", {"type": "error", "error": {"type": item.error_type,
                                                                        "message": "fake error mid-stream"}})
@@ -262,8 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeAnthropic:
     """The server; use as a context manager, or call start() and stop()."""
 
-    def __init__(self) -> None:
-        self._state = _State()
+    def __init__(self, known_models: set[str] | None = None, api_key: str | None = None) -> None:
+        self._state = _State(known_models=known_models, api_key=api_key)
         handler = type("FakeMessagesHandler", (_Handler,), {"state": self._state})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -283,6 +326,18 @@ class FakeAnthropic:
     @property
     def headers(self) -> list[dict]:
         return self._state.headers
+
+    @property
+    def counts(self) -> int:
+        return self._state.counts
+
+    @property
+    def check_fault(self) -> Fault | None:
+        return self._state.check_fault
+
+    @check_fault.setter
+    def check_fault(self, fault: Fault | None) -> None:
+        self._state.check_fault = fault
 
     def enqueue(self, *items: Reply | Fault) -> None:
         """Queue responses, answered in order; tool_use blocks without an id get a unique one."""

@@ -13,7 +13,7 @@ from autoresearch.agent import create_proposer
 from autoresearch.agent.base import HistoryRow, ProposalContext
 from autoresearch.agent.claude import NO_DESCRIPTION, ClaudeProposer, describe
 from autoresearch.agent.offline import OfflineProposer
-from autoresearch.agent.pricing import UNKNOWN_MODEL_PRICES, cost_usd, price_for
+from autoresearch.agent.pricing import price_for
 from autoresearch.agent.retry import ApiUnavailableError, RetryPolicy
 from autoresearch.errors import UserError
 
@@ -132,12 +132,10 @@ def test_usage_and_cost_accumulate_across_turns(server, context):
             "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 300}}))
     usage = proposer().propose(context).usage
     assert usage.as_tokens() == {"input": 1050, "output": 300, "cache_read": 5000, "cache_write": 5300}
-    # Sonnet 5.5: $2 in, $10 out, $4 1h write, $2.50 5m write, $0.10 cache read per million.
-    expected = (1050 * 2 + 300 * 10 + 5000 * 4 + 300 * 2.5 + 5000 * 0.10) / 1e6
-    assert usage.cost_usd == pytest.approx(expected)
-    assert usage.cost_usd == pytest.approx(
-        cost_usd(MODEL, input_tokens=1050, output_tokens=300, cache_read_tokens=5000,
-                 cache_write_5m_tokens=300, cache_write_1h_tokens=5000))
+    # Sonnet 5.5 (platform.claude.com/docs/en/models/sonnet-5-5/overview): $2 in, $10 out,
+    # $4 1h write, $2.50 5m write, $0.20 cache read per million.
+    expected = (1050 * 2 + 300 * 10 + 5000 * 4 + 300 * 2.5 + 5000 * 0.20) / 1e6
+    assert usage.cost_usd == pytest.approx(expected) and usage.cost_known
 
 
 def test_api_faults_are_waited_out_and_the_proposal_completes(server, context):
@@ -271,11 +269,11 @@ def test_describe_and_pricing():
     assert describe("\n\n## **MATRIX_LR 0.04 -> 0.06**\nwhy") == "MATRIX_LR 0.04 -> 0.06"
     assert len(describe("x" * 500)) == 120 and describe("   \n") is None
     assert NO_DESCRIPTION.startswith("(")
-    assert price_for("claude-haiku-4-5-20251001")[0].input == 1.0
-    assert price_for("claude-sonnet-5")[0].cache_read == pytest.approx(0.2)
-    assert price_for("claude-sonnet-5-5")[0].cache_read == pytest.approx(0.1)
-    prices, note = price_for("claude-unknown-9")
-    assert prices == UNKNOWN_MODEL_PRICES and "not in the price table" in note
+    assert price_for("claude-haiku-4-5-20251001").input == 1.0
+    assert price_for("claude-sonnet-5").cache_read == pytest.approx(0.2)
+    assert price_for("claude-sonnet-5-5").cache_read == pytest.approx(0.2)
+    # Unknown models, and unknown versions of known families, are unpriced rather than guessed.
+    assert price_for("claude-unknown-9") is None and price_for("claude-sonnet-5-7") is None
 
 
 def test_create_proposer_picks_by_name_and_key(monkeypatch):
@@ -301,3 +299,91 @@ def test_a_conversation_that_outgrows_the_context_ends_with_what_is_there(server
     server.enqueue(Fault.status(413))
     with pytest.raises(UserError, match="too long"):  # the briefing alone: nothing to salvage
         proposer().propose(context)
+
+
+# --- issue 9: faults that must not cost a trial -------------------------------------------------
+
+
+def test_a_malformed_event_in_the_stream_is_retried_like_other_stream_faults(server, context):
+    server.enqueue(Fault.malformed(after_events=2), Fault.malformed(after_events=0),
+                   reply(replace("DEPTH = 8", "DEPTH = 6")), reply(text("DEPTH 8 -> 6")))
+    proposal = proposer().propose(context)
+    assert proposal.description == "DEPTH 8 -> 6"
+    retries = [entry for entry in proposal.transcript if entry.get("event") == "retry"]
+    assert len(retries) == 2 and all("malformed" in entry["error"] for entry in retries)
+    assert len(server.requests) == 4
+
+
+def test_retryable_faults_are_waited_out_past_two_hours_by_default(server, context):
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    policy = RetryPolicy(sleep=sleep, clock=lambda: now[0])  # the default patience and back-off
+    outage = 40  # 529s in a row: about three hours of back-off capped at five minutes
+    server.enqueue(*[Fault.status(529) for _ in range(outage)], reply(replace("DEPTH = 8", "DEPTH = 5")),
+                   reply(text("DEPTH 8 -> 5")))
+    proposal = proposer(retry=policy).propose(context)
+    assert proposal.description == "DEPTH 8 -> 5"
+    assert len(slept) == outage and sum(slept) > 2 * 3600
+    assert max(slept) <= 300 * 1.25  # each wait stays within the cap (plus jitter)
+
+
+def test_view_program_md_returns_the_copy_the_harness_just_read(server, context):
+    # The worktree holds the committed program.md; the human has since edited the one in the checkout,
+    # and the harness read that one into the context.
+    context.program_md = "Now try depth, not learning rates.\n"
+    server.enqueue(reply(view("program.md")), reply(replace("DEPTH = 8", "DEPTH = 9")),
+                   reply(text("DEPTH 8 -> 9")))
+    proposer().propose(context)
+    viewed, = tool_results(server.requests[1])
+    assert "Now try depth, not learning rates." in viewed["content"]
+    assert "Try learning rates first." not in viewed["content"]
+
+
+# --- fail fast, before the baseline ------------------------------------------------------------
+
+
+def test_the_check_is_a_free_token_count_and_names_each_problem(monkeypatch):
+    with FakeAnthropic(known_models={MODEL}, api_key="test-key") as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        proposer().check()
+        assert fake.counts == 1 and not fake.requests  # nothing billable was sent
+        with pytest.raises(UserError, match=r"does not know model 'claude-nope-1' \(404\)"):
+            proposer(model="claude-nope-1").check()
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "wrong-key")
+        with pytest.raises(UserError, match=r"rejected the API key \(401\).*ANTHROPIC_API_KEY"):
+            proposer().check()
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        fake.check_fault = Fault.status(404, error_type="not_found_error")  # a gateway without count_tokens
+        fake.enqueue(reply(text("ok")))
+        proposer().check()
+        assert fake.requests[-1]["max_tokens"] == 1
+    # the server is gone: an unreachable URL is one line, within the check's short time-out
+    with pytest.raises(UserError, match="cannot reach the Anthropic API"):
+        proposer().check()
+
+
+def test_a_failed_or_interrupted_conversation_carries_its_paid_usage(server, context):
+    from autoresearch.agent.base import Usage, absorb_partial
+
+    server.enqueue(reply(view(), usage={"input_tokens": 1000, "output_tokens": 100}), Fault.status(400))
+    with pytest.raises(UserError) as raised:
+        proposer().propose(context)
+    usage, transcript = Usage(), []
+    absorb_partial(raised.value, usage, transcript)
+    assert usage.input_tokens == 1000 and usage.output_tokens == 100
+    assert usage.cost_usd == pytest.approx((1000 * 2 + 100 * 10) / 1e6)  # Sonnet 5.5's $2 / $10
+    assert [entry["role"] for entry in transcript][:2] == ["system", "user"]
+
+
+def test_a_server_that_only_sends_garbage_fails_the_proposal_not_the_night(server, context):
+    server.enqueue(*[Fault.malformed(after_events=1) for _ in range(4)])
+    with pytest.raises(Exception, match="malformed event in the stream") as raised:
+        proposer(retry=fast_retry(max_malformed=3)).propose(context)
+    assert not isinstance(raised.value, UserError)  # an agent error the loop records, not a fatal one
+    assert len(server.requests) == 4

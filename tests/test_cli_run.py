@@ -69,7 +69,7 @@ def run_state(project: Path) -> dict:
 
 @pytest.mark.parametrize("args, message", [
     (["--budget", "-5"], "error: --budget: must be greater than 0 (got -5)"),
-    (["--agent", "gpt"], "error: --agent: 'gpt' is not one of auto, claude, offline"),
+    (["--agent", "gpt"], "error: --agent: 'gpt' is not one of auto, claude, openai, command, offline"),
     (["--device", "tpu"], "error: --device: 'tpu' is not one of auto, cuda, cpu, mps"),
     (["--tag", "a b"], "error: --tag: 'a b' is not a usable tag"),
     (["--max-repairs", "-1"], "error: --max-repairs: must not be negative (got -1)"),

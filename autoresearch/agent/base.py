@@ -1,4 +1,11 @@
-"""What the loop gives a proposer and what it gets back."""
+"""What the loop gives a proposer and what it gets back.
+
+`ProposalContext` goes in; a `Proposal` (description, `Usage`, transcript) comes out. A proposer
+whose conversation fails or is interrupted after paid turns attaches what it had so far to the
+exception (`attach_partial`), and the loop counts it (`absorb_partial`), so no paid token is lost
+from a trial's record whatever ended it. A proposer may also offer `check()`: one cheap call that
+proves the key, the endpoint and the model work, made before the baseline trains.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +44,8 @@ class Usage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # the priced part; see cost_known
+    cost_known: bool = True  # False once any tokens came from a model without prices (cost "unknown")
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
@@ -45,6 +53,7 @@ class Usage:
         self.cache_read_tokens += other.cache_read_tokens
         self.cache_write_tokens += other.cache_write_tokens
         self.cost_usd += other.cost_usd
+        self.cost_known = self.cost_known and other.cost_known
 
     def as_tokens(self) -> dict[str, int]:
         return {"input": self.input_tokens, "output": self.output_tokens,
@@ -56,6 +65,31 @@ class Proposal:
     description: str  # one line: the first line of the agent's final message
     usage: Usage
     transcript: list[dict]  # JSON-serializable messages, saved as the trial's transcript
+
+
+@dataclass
+class PartialConversation:
+    """What a conversation that raised had cost and said before it did."""
+
+    usage: Usage
+    transcript: list[dict]
+
+
+_PARTIAL_ATTRIBUTE = "autoresearch_partial_conversation"
+
+
+def attach_partial(error: BaseException, usage: Usage, transcript: list[dict]) -> None:
+    """Attach the usage and transcript so far to an exception leaving `propose()` (its type is kept,
+    so a UserError still stops the run and a KeyboardInterrupt still interrupts it)."""
+    setattr(error, _PARTIAL_ATTRIBUTE, PartialConversation(usage, list(transcript)))
+
+
+def absorb_partial(error: BaseException, usage: Usage, transcript: list[dict]) -> None:
+    """Add what a failed conversation had cost and said (if its proposer attached it) to the trial's."""
+    partial = getattr(error, _PARTIAL_ATTRIBUTE, None)
+    if isinstance(partial, PartialConversation):
+        usage.add(partial.usage)
+        transcript.extend(partial.transcript)
 
 
 class Proposer(Protocol):

@@ -3,18 +3,21 @@
 `ClaudeProposer.propose(context)` briefs the model (rules and `prepare.py` in the cached system
 prompt; `program.md`, the trials table, crash and rejection notes and the current `train.py` in
 the first message), then loops: stream a response, run its tool calls (the text editor through
-`TrainPyEditor`, `read_history`, optionally `research_notes`), send the results back, until the
-model answers without tools. The first line of that answer is the trial's description. Requests
-are streamed and wrapped in `retry.call_with_retries`, so rate limits, overload, dropped or
-broken streams and time-outs are waited out rather than ending the night; a bad key or an
-unknown model is a `UserError` at once; a conversation that outgrows the context window ends
-early with train.py as it stands. Token usage and an estimated cost (pricing.py) are
-summed over every response, and the whole conversation is returned as the trial's transcript.
+`TrainPyEditor`, `read_history`, optionally `research_notes`; tools.py), send the results back,
+until the model answers without tools. The first line of that answer is the trial's
+description. Requests are streamed and wrapped in `retry.call_with_retries`, so rate limits,
+overload, dropped, broken or malformed streams and time-outs are waited out rather than ending
+the night; a bad key or an unknown model is a `UserError` at once; a conversation that outgrows
+the context window ends early with train.py as it stands. Token usage and an estimated cost
+(pricing.py; "unknown" for an unpriced model) are summed over every response, and the whole
+conversation is returned as the trial's transcript. A conversation that raises after paid turns
+carries its usage and transcript on the exception (`base.attach_partial`). `check()` is the
+fail-fast call made before the baseline: a free token count that proves key, endpoint and model.
 
 What this does not protect against: a model that edits train.py into something that runs but
 cheats (the harness's validation and its own evaluation exist for that), a model that talks for
 all of `max_turns` without editing (the proposal then ends with whatever train.py holds), and
-usage of attempts that failed mid-stream (not counted).
+usage of attempts that failed mid-stream (the API reports none for them).
 """
 
 from __future__ import annotations
@@ -25,18 +28,21 @@ from pathlib import Path
 import anthropic
 
 from autoresearch.agent import prompts
-from autoresearch.agent.base import Proposal, ProposalContext, Usage
-from autoresearch.agent.editor import TOOL_NAME as EDITOR_TOOL_NAME
+from autoresearch.agent.base import Proposal, ProposalContext, Usage, attach_partial
 from autoresearch.agent.editor import ToolResult, TrainPyEditor
-from autoresearch.agent.pricing import cost_usd, price_for
+from autoresearch.agent.pricing import Prices, cost_usd, price_for, unpriced_note
 from autoresearch.agent.retry import (
+    ANTHROPIC,
     ContextTooLongError,
     Fault,
     IncompleteStreamError,
     RetryPolicy,
     call_with_retries,
+    reading_stream,
+    user_error_for,
 )
-from autoresearch.atomic import write_text_atomic
+from autoresearch.agent.tools import ProposalTools
+from autoresearch.errors import UserError
 
 # Sonnet-class default: "Claude Sonnet 5.5 (Latest)" on platform.claude.com/docs/en/models/overview.
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -51,24 +57,7 @@ DEFAULT_REQUEST_TIMEOUT = 600.0  # seconds
 DESCRIPTION_MAX_CHARS = 120
 NO_DESCRIPTION = "(the agent gave no description)"
 
-READ_HISTORY_TOOL = {
-    "name": "read_history",
-    "description": "Return the full table of every trial so far in this run: trial number, description, "
-                   "val_bpb, delta against the best before it, and status (keep/discard/crash/...).",
-    "input_schema": {"type": "object", "properties": {}},
-}
-RESEARCH_NOTES_TOOL = {
-    "name": "research_notes",
-    "description": "Notes that persist across trials of this run. action='read' returns them; "
-                   "action='append' adds `text` (what you learned, ideas to try next) under this "
-                   "trial's number.",
-    "input_schema": {
-        "type": "object",
-        "properties": {"action": {"type": "string", "enum": ["read", "append"]},
-                       "text": {"type": "string", "description": "what to append (for action='append')"}},
-        "required": ["action"],
-    },
-}
+CHECK_TIMEOUT = 20.0  # seconds for the fail-fast call before the baseline
 
 
 def default_model() -> str:
@@ -111,7 +100,7 @@ class ClaudeProposer:
     def __init__(self, model: str | None = None, client: anthropic.Anthropic | None = None,
                  max_turns: int = 30, *, max_tokens: int = 32000, retry: RetryPolicy | None = None,
                  request_timeout: float | None = None, notes_path: Path | None = None,
-                 view_max_characters: int | None = 100_000):
+                 view_max_characters: int | None = 100_000, prices: Prices | None = None):
         self.model = model or default_model()  # --model, else $AUTORESEARCH_MODEL, else DEFAULT_MODEL
         # Retries are ours (retry.py): the SDK's two quick ones would only shorten our back-off.
         # request_timeout bounds connecting and each wait for the next streamed bytes.
@@ -127,29 +116,43 @@ class ClaudeProposer:
         self.retry = retry or RetryPolicy()
         self.notes_path = Path(notes_path) if notes_path is not None else None
         self.view_max_characters = view_max_characters
+        self.prices = price_for(self.model, prices)  # None: unpriced, cost "unknown"
+
+    def cost_unknown_reason(self) -> str | None:
+        return unpriced_note(self.model) if self.prices is None else None
 
     # --- the conversation ---------------------------------------------------------------------
 
     def propose(self, context: ProposalContext) -> Proposal:
-        editor = TrainPyEditor(context.worktree, context.trial_dir, max_characters=self.view_max_characters)
-        start_text = editor.train_py.read_text(encoding="utf-8")
+        editor = TrainPyEditor(context.worktree, context.trial_dir, max_characters=self.view_max_characters,
+                               program_md=context.program_md)
+        tools = ProposalTools(editor, context, self.notes_path)
         usage = Usage()
-        tools = self._tools(editor)
+        transcript: list[dict] = []
+        try:
+            return self._converse(context, editor, tools, usage, transcript)
+        except BaseException as error:  # re-raised as it is, carrying what was paid for so far
+            attach_partial(error, usage, transcript)
+            raise
+
+    def _converse(self, context: ProposalContext, editor: TrainPyEditor, tools: ProposalTools, usage: Usage,
+                  transcript: list[dict]) -> Proposal:
+        start_text = editor.train_py.read_text(encoding="utf-8")
+        tool_specs = self._tools(editor, tools)
         system = prompts.system_blocks(context.prepare_py, CACHE_1H)
         messages: list[dict] = [{"role": "user",
                                  "content": prompts.briefing_blocks(context, start_text, CACHE_1H)}]
-        transcript: list[dict] = [{"role": "system", "model": self.model, "content": system,
-                                   "tools": [tool["name"] for tool in tools]}, messages[0]]
-        _, price_note = price_for(self.model)
-        if price_note:
-            transcript.append({"role": "harness", "event": "note", "text": price_note})
+        transcript += [{"role": "system", "model": self.model, "content": system,
+                        "tools": [tool["name"] for tool in tool_specs]}, messages[0]]
+        if self.prices is None:
+            transcript.append({"role": "harness", "event": "note", "text": unpriced_note(self.model)})
 
         last_text: str | None = None
         nudged = False
         finished = False
         for turn in range(self.max_turns):
             try:
-                message = self._stream(system, tools, messages, transcript)
+                message = self._stream(system, tool_specs, messages, transcript)
             except ContextTooLongError as error:
                 if turn == 0:
                     raise  # the briefing alone does not fit: the user has to shorten something
@@ -161,7 +164,8 @@ class ClaudeProposer:
             content = [_block_dict(block) for block in message.content]
             messages.append({"role": "assistant", "content": content})
             transcript.append({"role": "assistant", "content": content, "stop_reason": message.stop_reason,
-                               "usage": {**turn_usage.as_tokens(), "cost_usd": turn_usage.cost_usd}})
+                               "usage": {**turn_usage.as_tokens(),
+                                         "cost_usd": turn_usage.cost_usd if turn_usage.cost_known else None}})
             text = "\n".join(block["text"] for block in content if block.get("type") == "text")
             if text.strip():
                 last_text = text
@@ -169,8 +173,7 @@ class ClaudeProposer:
             tool_calls = [block for block in content if block.get("type") == "tool_use"]
             if tool_calls:
                 cut_short = message.stop_reason == "max_tokens"
-                results = [self._tool_result(call, editor, context,
-                                             truncated=cut_short and call is tool_calls[-1])
+                results = [self._tool_result(call, tools, truncated=cut_short and call is tool_calls[-1])
                            for call in tool_calls]
                 messages.append({"role": "user", "content": results})
                 transcript.append(messages[-1])
@@ -190,13 +193,45 @@ class ClaudeProposer:
         description = describe(last_text or "") or NO_DESCRIPTION
         return Proposal(description=description, usage=usage, transcript=transcript)
 
+    def check(self) -> None:
+        """Fail fast before the baseline: count the tokens of a one-word request (free) on this model.
+
+        A 401, 403 or 404 is the usual one-line UserError; an unreachable endpoint or a server that
+        keeps failing is one too, after one retry at most, since nobody is asleep yet. A gateway
+        without the count endpoint (404 that does not name the model) is checked with a one-token
+        message instead.
+        """
+        client = self.client.with_options(timeout=CHECK_TIMEOUT, max_retries=1)
+        request = {"model": self.model, "messages": [{"role": "user", "content": "ping"}]}
+        try:
+            client.messages.count_tokens(**request)
+        except anthropic.NotFoundError as error:
+            if self.model not in str(error):
+                self._check_with_a_message(client, request)
+                return
+            raise user_error_for(error, self.model, ANTHROPIC) from None
+        except anthropic.APIStatusError as error:
+            raise user_error_for(error, self.model, ANTHROPIC) from None
+        except anthropic.APIConnectionError as error:
+            raise UserError(f"cannot reach the Anthropic API at {client.base_url}: {error.__cause__ or error}; "
+                            "check ANTHROPIC_BASE_URL and the network") from None
+
+    def _check_with_a_message(self, client: anthropic.Anthropic, request: dict) -> None:
+        try:
+            client.messages.create(max_tokens=1, **request)
+        except anthropic.APIStatusError as error:
+            raise user_error_for(error, self.model, ANTHROPIC) from None
+        except anthropic.APIConnectionError as error:
+            raise UserError(f"cannot reach the Anthropic API at {client.base_url}: {error.__cause__ or error}; "
+                            "check ANTHROPIC_BASE_URL and the network") from None
+
     def _stream(self, system: list[dict], tools: list[dict], messages: list[dict],
                 transcript: list[dict]) -> anthropic.types.Message:
         request = {"model": self.model, "max_tokens": self.max_tokens, "system": system, "tools": tools,
                    "messages": _with_breakpoint(messages)}
 
         def attempt() -> anthropic.types.Message:
-            with self.client.messages.stream(**request) as stream:
+            with reading_stream(ANTHROPIC), self.client.messages.stream(**request) as stream:
                 message = stream.get_final_message()
             if message.stop_reason is None:
                 raise IncompleteStreamError("the stream ended before the message was complete")
@@ -218,55 +253,30 @@ class ClaudeProposer:
             cache_write = max(cache_write, write_1h + write_5m)
         else:  # no breakdown: price it all at the dearer 1-hour rate
             write_1h, write_5m = cache_write, 0
-        cost = cost_usd(self.model, input_tokens=raw.input_tokens, output_tokens=raw.output_tokens,
-                        cache_read_tokens=cache_read, cache_write_5m_tokens=write_5m,
-                        cache_write_1h_tokens=write_1h)
+        if self.prices is None:
+            cost, known = 0.0, False
+        else:
+            cost, known = cost_usd(self.prices, input_tokens=raw.input_tokens, output_tokens=raw.output_tokens,
+                                   cache_read_tokens=cache_read, cache_write_5m_tokens=write_5m,
+                                   cache_write_1h_tokens=write_1h), True
         return Usage(input_tokens=raw.input_tokens, output_tokens=raw.output_tokens,
-                     cache_read_tokens=cache_read, cache_write_tokens=cache_write, cost_usd=cost)
+                     cache_read_tokens=cache_read, cache_write_tokens=cache_write, cost_usd=cost, cost_known=known)
 
     # --- tools --------------------------------------------------------------------------------
 
-    def _tools(self, editor: TrainPyEditor) -> list[dict]:
-        tools = [editor.tool_definition(), READ_HISTORY_TOOL]
-        if self.notes_path is not None:
-            tools.append(RESEARCH_NOTES_TOOL)
-        return tools
+    def _tools(self, editor: TrainPyEditor, tools: ProposalTools) -> list[dict]:
+        return [editor.tool_definition()] + [
+            {"name": spec["name"], "description": spec["description"], "input_schema": spec["schema"]}
+            for spec in tools.extra_tools()]
 
-    def _tool_result(self, call: dict, editor: TrainPyEditor, context: ProposalContext,
-                     truncated: bool) -> dict:
+    @staticmethod
+    def _tool_result(call: dict, tools: ProposalTools, truncated: bool) -> dict:
         if truncated:
             result = ToolResult("Error: your response hit the output token limit in the middle of this tool "
                                 "call, so it was not executed. Make the call again, shorter.", is_error=True)
         else:
-            result = self._run_tool(call.get("name"), call.get("input"), editor, context)
+            result = tools.run(call.get("name"), call.get("input"))
         block = {"type": "tool_result", "tool_use_id": call["id"], "content": result.content}
         if result.is_error:
             block["is_error"] = True
         return block
-
-    def _run_tool(self, name: object, tool_input: object, editor: TrainPyEditor,
-                  context: ProposalContext) -> ToolResult:
-        if name == EDITOR_TOOL_NAME:
-            return editor.execute(tool_input)
-        if name == READ_HISTORY_TOOL["name"]:
-            return ToolResult(prompts.history_table(context.history))
-        if name == RESEARCH_NOTES_TOOL["name"] and self.notes_path is not None:
-            return self._research_notes(tool_input, context)
-        available = ", ".join(tool["name"] for tool in self._tools(editor))
-        return ToolResult(f"Error: there is no tool named {name!r}; the tools are: {available}",
-                          is_error=True)
-
-    def _research_notes(self, tool_input: object, context: ProposalContext) -> ToolResult:
-        assert self.notes_path is not None
-        action = tool_input.get("action") if isinstance(tool_input, dict) else None
-        existing = self.notes_path.read_text(encoding="utf-8") if self.notes_path.exists() else ""
-        if action == "read":
-            return ToolResult(existing or "(no notes yet)")
-        if action == "append":
-            text = tool_input.get("text") if isinstance(tool_input, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                return ToolResult("Error: action 'append' needs a non-empty 'text'", is_error=True)
-            entry = f"## trial {context.trial_number}\n{text.strip()}\n\n"
-            write_text_atomic(self.notes_path, existing + entry)
-            return ToolResult("Appended to the research notes.")
-        return ToolResult("Error: 'action' must be 'read' or 'append'", is_error=True)

@@ -5,7 +5,9 @@ named `str_replace_based_edit_tool`) against one worktree: `view`, `str_replace`
 `insert`. Writes go to `train.py` and nowhere else, atomically and keeping the file's mode
 (`autoresearch.atomic`: a temp file beside it, then `os.replace`). `view` also reads `prepare.py`,
 `program.md` and `README.md` in the worktree and the current trial's records (`train.log`,
-`eval.json`, ...) when a trial directory is given.
+`eval.json`, ...) when a trial directory is given. `view program.md` shows the text the harness
+read from the user's checkout for this trial when one is given (`program_md=`), not the
+worktree's committed copy, which goes stale as soon as the human edits the real one.
 
 Every mistake the model can make (a path outside that set, `..`, a symlink that leads out, a
 directory, an `old_str` that matches zero or several times, a missing parameter, an unknown
@@ -27,9 +29,29 @@ from autoresearch.atomic import write_text_atomic
 TOOL_TYPE = "text_editor_20250728"
 TOOL_NAME = "str_replace_based_edit_tool"
 WRITABLE = "train.py"
-READABLE_IN_WORKTREE = ("train.py", "prepare.py", "program.md", "README.md")
+PROGRAM_MD = "program.md"
+READABLE_IN_WORKTREE = ("train.py", "prepare.py", PROGRAM_MD, "README.md")
 TRIAL_ALIAS = "trial"  # "trial/train.log" names a file in the current trial's directory
 SNIPPET_CONTEXT_LINES = 4
+
+
+FUNCTION_DESCRIPTION = (
+    "View and edit files. command='view' shows a file with line numbers (optional view_range [start, end], "
+    "end -1 for the last line); 'str_replace' replaces old_str, which must match exactly once, with new_str; "
+    "'create' rewrites the whole file with file_text; 'insert' inserts insert_text after line insert_line "
+    "(0: at the top). Only train.py can be written; prepare.py, program.md, README.md and trial/<name> "
+    "(the current trial's records) can be viewed.")
+FUNCTION_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "command": {"type": "string", "enum": ["view", "str_replace", "create", "insert"]},
+        "path": {"type": "string", "description": "e.g. train.py"},
+        "old_str": {"type": "string"}, "new_str": {"type": "string"}, "file_text": {"type": "string"},
+        "insert_line": {"type": "integer"}, "insert_text": {"type": "string"},
+        "view_range": {"type": "array", "items": {"type": "integer"}},
+    },
+    "required": ["command", "path"],
+}
 
 
 @dataclass
@@ -56,8 +78,10 @@ def _numbered(lines: list[str], first_line_number: int) -> str:
 class TrainPyEditor:
     """Carries out text editor tool calls inside one worktree (and, read-only, one trial dir)."""
 
-    def __init__(self, worktree: Path, trial_dir: Path | None = None, max_characters: int | None = None):
+    def __init__(self, worktree: Path, trial_dir: Path | None = None, max_characters: int | None = None,
+                 program_md: str | None = None):
         self.worktree = Path(worktree).absolute()
+        self.program_md = program_md  # the harness's fresh read; None: the worktree's file
         self.trial_dir = Path(trial_dir).absolute() if trial_dir is not None else None
         self.max_characters = max_characters
         self.edits: list[str] = []  # one line per successful write, for the transcript
@@ -65,6 +89,10 @@ class TrainPyEditor:
     @property
     def train_py(self) -> Path:
         return self.worktree / WRITABLE
+
+    def function_definition(self) -> dict:
+        """The same tool as a plain JSON-schema function, for APIs without Anthropic's built-in type."""
+        return {"name": TOOL_NAME, "description": FUNCTION_DESCRIPTION, "parameters": FUNCTION_PARAMETERS}
 
     def tool_definition(self) -> dict:
         definition: dict = {"type": TOOL_TYPE, "name": TOOL_NAME}
@@ -108,8 +136,11 @@ class TrainPyEditor:
     # --- commands -----------------------------------------------------------------------------
 
     def view(self, path: str, view_range: object = None) -> str:
-        target = self._resolve(path, write=False)
-        text = target.path.read_text(encoding="utf-8", errors="replace")
+        target = self._resolve(path, write=False, must_exist=not self._serves_program_md(path))
+        if self.program_md is not None and target.label == PROGRAM_MD and not target.in_trial_dir:
+            text = self.program_md
+        else:
+            text = target.path.read_text(encoding="utf-8", errors="replace")
         lines = text.split("\n")
         if text.endswith("\n"):
             lines.pop()
@@ -182,6 +213,10 @@ class TrainPyEditor:
         return f"The file {target.label} has been edited. Here's a snippet of the result:\n{snippet}"
 
     # --- paths --------------------------------------------------------------------------------
+
+    def _serves_program_md(self, raw: str) -> bool:
+        parts = tuple(part for part in PurePosixPath(raw.strip()).parts if part not in (".", "/"))
+        return self.program_md is not None and parts == (PROGRAM_MD,)
 
     def _allowed_summary(self) -> str:
         readable = ", ".join(READABLE_IN_WORKTREE)

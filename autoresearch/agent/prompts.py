@@ -1,4 +1,8 @@
-"""The words the Claude proposer sends: fixed rules, the per-trial briefing, and the nudges.
+"""The words the proposers send: fixed rules, the per-trial briefing, and the nudges.
+
+The Claude and OpenAI-compatible agents send `system_blocks` and `briefing_blocks`; a coding-agent
+CLI (`--agent command`) gets one document, `command_briefing`, with the same rules, its own words
+for the tools, and the same trials table, notes and task.
 
 Layout follows the prompt cache. The system prompt (rules, then `prepare.py`) is the same for
 every trial of a run and carries a 1-hour cache breakpoint; the first user message puts
@@ -122,3 +126,22 @@ def briefing_blocks(context: ProposalContext, current_train_py: str, cache_contr
         {"type": "text", "text": "\n\n".join(situation)},
         {"type": "text", "text": f"{label}\n```python\n{current_train_py.rstrip()}\n```\n\n{task}"},
     ]
+
+
+COMMAND_TOOLS = """\
+How you work here:
+- You run in the run's git worktree; edit `train.py` there with your own file tools. Do not edit,
+  create or delete any other file, do not run `git commit` or any other git command that changes
+  the repository, and do not run training: the harness does all of that after you finish.
+- When the edit is done, end with a final message whose FIRST LINE is the one-line description
+  (or write that line to the file named by $AUTORESEARCH_DESCRIPTION_FILE).
+"""
+
+
+def command_briefing(context: ProposalContext, current_train_py: str) -> str:
+    """The whole briefing of a coding-agent CLI as one document (written to a file and to its stdin)."""
+    rules = RULES.split("Tools:")[0].rstrip()
+    parts = [rules, COMMAND_TOOLS,
+             f"prepare.py (read-only, imported by train.py):\n```python\n{context.prepare_py}\n```"]
+    parts += [block["text"] for block in briefing_blocks(context, current_train_py, {})]
+    return "\n\n".join(parts) + "\n"

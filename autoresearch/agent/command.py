@@ -1,0 +1,233 @@
+"""`--agent command`: any coding-agent CLI (Claude Code, Codex, ...) run once per proposal.
+
+`CommandProposer(command).propose(context)` writes the briefing (the rules, prepare.py,
+program.md, the trials table, crash and rejection notes, the current train.py and the task;
+prompts.command_briefing) to a private temporary file, and runs `sh -c COMMAND` in the run's
+worktree with that file on its stdin and its path in $AUTORESEARCH_BRIEFING. The agent edits
+train.py in place; the first line of its stdout (or of $AUTORESEARCH_DESCRIPTION_FILE, if it
+wrote one) is the description. The harness then validates the result exactly as it validates
+every proposal (only train.py changed; it parses; it repeats no earlier trial). Its stdout and
+stderr are kept as `agent.log` in the trial's directory.
+
+The process runs in its own process group (`start_new_session`) under a time limit: at the
+limit, or on Ctrl-C, the whole group is sent SIGTERM, then SIGKILL, with bounded waits
+(runner.kill_group), and the proposal fails. Its environment is the harness's without
+ANTHROPIC_*, OPENAI_* and AUTORESEARCH_* variables, except the API keys its own program needs
+(ANTHROPIC_* for `claude`, OPENAI_* for `codex`) and the names given in `agent-env`.
+`agent_process_restrictions` is where filesystem isolation applies to it (none yet).
+
+What this does not protect against, until the sandbox lands: the CLI reading anything the
+harness's user can read (val and holdout data, the run's records) or writing outside the
+worktree, and changes made through git's own files (.git points into the main repository). A
+commit it makes is detected and the proposal fails; other files it changes are rejected by the
+loop's validation. Its token usage is not reported to the harness, so its cost is "unknown" and
+`--max-cost` refuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch import runner
+from autoresearch.agent import prompts
+from autoresearch.agent.base import Proposal, ProposalContext, Usage, attach_partial
+from autoresearch.agent.claude import NO_DESCRIPTION, describe
+from autoresearch.atomic import write_text_atomic
+from autoresearch.errors import UserError
+
+ENV_BRIEFING = "AUTORESEARCH_BRIEFING"
+ENV_DESCRIPTION_FILE = "AUTORESEARCH_DESCRIPTION_FILE"
+SCRUBBED_PREFIXES = ("ANTHROPIC_", "OPENAI_", "AUTORESEARCH_")
+# The keys a known CLI needs to reach its own API (everything else under those prefixes is withheld).
+KEYS_BY_PROGRAM = {"claude": ("ANTHROPIC_",), "codex": ("OPENAI_",)}
+DEFAULT_TIMEOUT = 1800.0  # seconds
+KILL_GRACE = 5.0
+LOG_TAIL_BYTES = 1 << 20  # at most this much of each stream is kept in agent.log
+AGENT_LOG = "agent.log"
+
+
+class AgentCommandError(Exception):
+    """The agent command failed: it ran past its limit, exited non-zero, or committed."""
+
+
+def program_of(command: str) -> str | None:
+    """The program a shell command line runs first (after `VAR=value` assignments), or None."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for word in words:
+        if "=" in word and not word.startswith("=") and word.split("=", 1)[0].isidentifier():
+            continue
+        return word
+    return None
+
+
+def agent_environment(environ: Mapping[str, str], command: str, allowed: Iterable[str] = (),
+                      extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment: the harness's, without API keys and harness settings it does not need."""
+    program = program_of(command) or ""
+    kept_prefixes = KEYS_BY_PROGRAM.get(Path(program).name, ())
+    allowed = set(allowed)
+    env = {name: value for name, value in environ.items()
+           if not name.startswith(SCRUBBED_PREFIXES) or name.startswith(kept_prefixes) or name in allowed}
+    env.update(extra or {})
+    return env
+
+
+def agent_process_restrictions(worktree: Path) -> Callable[[], None] | None:
+    """Where the filesystem restriction of the agent process is applied: a function run in the child
+    before it executes the command (Popen's preexec_fn), or None.
+
+    The sandbox (autoresearch/sandbox.py, issue 10) is not there yet, so this returns None and the
+    agent can read and write whatever the harness's user can. When it lands, this returns a
+    function that allows writes under `worktree` (and the CLI's own state directory) and denies
+    the dataset and the run's records.
+    """
+    return None
+
+
+@dataclass
+class CommandRun:
+    returncode: int | None
+    timed_out: bool
+    seconds: float
+    stdout: str
+    stderr: str
+
+
+def _tail(path: Path) -> str:
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - LOG_TAIL_BYTES))
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def run_command(command: str, *, cwd: Path, stdin_path: Path, env: Mapping[str, str], timeout: float,
+                scratch: Path, kill_grace: float = KILL_GRACE) -> CommandRun:
+    """Run `sh -c command` in its own process group; kill the whole group at the limit or on Ctrl-C."""
+    stdout_path, stderr_path = scratch / "stdout", scratch / "stderr"
+    started = time.monotonic()
+    with open(stdin_path, "rb") as stdin, open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=stdin, stdout=stdout,
+                                   stderr=stderr, env=dict(env), start_new_session=True,
+                                   preexec_fn=agent_process_restrictions(cwd))  # noqa: PLW1509
+        timed_out = False
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        except BaseException:  # Ctrl-C: the group must not outlive the harness's interest in it
+            runner.kill_group(process.pid, kill_grace, process)
+            raise
+        # At the limit, and after a normal exit (a child left running in the background), the group goes.
+        runner.kill_group(process.pid, kill_grace, process)
+    return CommandRun(returncode=None if timed_out else process.returncode, timed_out=timed_out,
+                      seconds=time.monotonic() - started, stdout=_tail(stdout_path), stderr=_tail(stderr_path))
+
+
+def _head(worktree: Path) -> str | None:
+    """The worktree's HEAD commit, or None outside a git repository (a dry proposal's scratch copy)."""
+    result = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=worktree, capture_output=True,
+                            text=True, timeout=30)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"
+
+
+class CommandProposer:
+    """Proposes each experiment by running a coding-agent CLI non-interactively in the worktree."""
+
+    name = "command"
+
+    def __init__(self, command: str, *, timeout: float = DEFAULT_TIMEOUT, allowed_env: Iterable[str] = (),
+                 kill_grace: float = KILL_GRACE):
+        if not command.strip():
+            raise UserError("--agent command needs --agent-command '...'")
+        self.command = command
+        self.timeout = timeout
+        self.allowed_env = tuple(name.strip() for name in allowed_env if name.strip())
+        self.kill_grace = kill_grace
+
+    def cost_unknown_reason(self) -> str | None:
+        return "the agent command's CLI reports no token usage to the harness, so its cost is unknown"
+
+    def check(self) -> None:
+        """Before the baseline: the command's program exists and can be run."""
+        program = program_of(self.command)
+        if program is None:
+            raise UserError(f"--agent-command {self.command!r} does not parse as a shell command")
+        if "/" in program:
+            if not (Path(program).is_file() and os.access(program, os.X_OK)):
+                raise UserError(f"--agent-command: {program} is not an executable file")
+        elif shutil.which(program) is None and program not in _SHELL_BUILTINS:
+            raise UserError(f"--agent-command: {program!r} is not on PATH; install it or give its full path")
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        transcript: list[dict] = [{"role": "harness", "event": "command", "command": self.command,
+                                   "timeout_s": self.timeout}]
+        try:
+            return self._propose(context, transcript)
+        except BaseException as error:
+            attach_partial(error, Usage(cost_known=False), transcript)
+            raise
+
+    def _propose(self, context: ProposalContext, transcript: list[dict]) -> Proposal:
+        worktree = Path(context.worktree)
+        current = (worktree / "train.py").read_text(encoding="utf-8")
+        briefing = prompts.command_briefing(context, current)
+        transcript.append({"role": "user", "content": briefing})
+        head_before = _head(worktree)
+        with tempfile.TemporaryDirectory(prefix="autoresearch-agent-") as scratch_dir:
+            scratch = Path(scratch_dir)
+            briefing_path, description_path = scratch / "briefing.md", scratch / "description.txt"
+            briefing_path.write_text(briefing, encoding="utf-8")
+            env = agent_environment(os.environ, self.command, self.allowed_env,
+                                    {ENV_BRIEFING: str(briefing_path), ENV_DESCRIPTION_FILE: str(description_path)})
+            run = run_command(self.command, cwd=worktree, stdin_path=briefing_path, env=env, timeout=self.timeout,
+                              scratch=scratch, kill_grace=self.kill_grace)
+            written = description_path.read_text(encoding="utf-8", errors="replace") \
+                if description_path.is_file() else ""
+        if context.trial_dir is not None:
+            Path(context.trial_dir).mkdir(parents=True, exist_ok=True)
+            write_text_atomic(Path(context.trial_dir) / AGENT_LOG,
+                              f"$ {self.command}\n--- stdout\n{run.stdout}\n--- stderr\n{run.stderr}\n")
+        transcript.append({"role": "assistant", "content": run.stdout[-20_000:], "stderr": run.stderr[-4000:],
+                           "exit_code": run.returncode, "timed_out": run.timed_out,
+                           "seconds": round(run.seconds, 3)})
+        if run.timed_out:
+            raise AgentCommandError(f"the agent command ran past its limit of {self.timeout:g} s and was killed "
+                                    "(with its whole process group)")
+        if run.returncode != 0:
+            signal_name = _signal_name(run.returncode)
+            status = f"was killed by {signal_name}" if signal_name else f"exited with status {run.returncode}"
+            raise AgentCommandError(f"the agent command {status}: {_last_line(run.stderr or run.stdout)}")
+        if head_before is not None and _head(worktree) != head_before:
+            raise AgentCommandError("the agent command made a git commit in the worktree; it must only edit "
+                                    "train.py (the harness commits)")
+        description = describe(written) or describe(run.stdout) or NO_DESCRIPTION
+        return Proposal(description=description, usage=Usage(cost_known=False), transcript=transcript)
+
+
+_SHELL_BUILTINS = {"cd", "exec", "eval", "command", "env", "true", "false", ":", "."}
+
+
+def _signal_name(returncode: int | None) -> str | None:
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
