@@ -134,7 +134,7 @@ def test_a_lost_run_json_has_one_recovery_path(tmp_path: Path, run_dataset: Path
     assert state["baseline_commit"] == records[0].commit and state["status"] == "finished"
 
 
-HANG_ON_SEED = '''if _os.environ.get("TEST_HANG_ON_SEED") == _os.environ.get("AUTORESEARCH_SEED"):
+HANG_ON_SEED = '''if _os.environ.get("TEST_HANG_ON_SEED", "-") == _os.environ.get("AUTORESEARCH_SEED"):
     print("step 00001 (1.0%) | loss: 9.000000 | remaining: 99s", flush=True)
     _time.sleep(120)
 '''
