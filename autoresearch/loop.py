@@ -879,6 +879,8 @@ class Night:
         finally:
             record.tokens = usage.as_tokens()
             record.cost_usd = usage.cost_usd
+            if not usage.cost_known:  # tokens from a model without prices: cost_usd is only the priced part
+                record.extra["cost_unknown"] = True
             record.agent_seconds = agent_seconds
             atomic.write_json_atomic(trial_dir / "transcript.json",
                                      {"trial": record.trial, "messages": transcript})

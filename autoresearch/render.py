@@ -163,7 +163,11 @@ def _usage_text(report: RunReport) -> str:
               if key not in dict(names) and value]
     if not parts:
         parts.append("none recorded")
-    return " · ".join(parts) + f" · cost ${report.cost_usd:.2f}"
+    cost = f" · cost ${report.cost_usd:.2f}"
+    if report.cost_unknown_trials:
+        unknown = report.cost_unknown_trials
+        cost += f" + unknown for {unknown} trial{'s' if unknown != 1 else ''} (a model without prices)"
+    return " · ".join(parts) + cost
 
 
 def _config_line(report: RunReport) -> str:

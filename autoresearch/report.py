@@ -159,6 +159,7 @@ class RunReport:
     pending_trials: list[int]  # trial directories with no record yet (a trial in progress)
     warnings: list[str] = field(default_factory=list)
     holdout: dict | None = None  # run.json's `holdout`: baseline and best on holdout, and the flag
+    cost_unknown_trials: int = 0  # trials whose agent used a model without prices (their cost is not in cost_usd)
 
     @property
     def plot_path(self) -> Path:
@@ -405,6 +406,7 @@ def _summarize(run_dir: Path, tag: str, source: str, run_info: dict, records: li
         gain=gain, gain_pct=gain_pct, noise_floor=noise_floor,
         time=_time_breakdown(ordered, run_info),
         tokens=tokens, cost_usd=round(sum(_finite(r.cost_usd) or 0.0 for r in ordered), 6),
+        cost_unknown_trials=sum(1 for r in ordered if (r.extra or {}).get("cost_unknown")),
         trials=trials,
         kept=[KeptChange(trial=r.trial, description=r.description, val_bpb=_finite(r.val_bpb),
                          delta=summaries[r.trial].delta, commit=r.commit,

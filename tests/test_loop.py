@@ -258,10 +258,11 @@ def test_proposals_the_agent_never_delivered_do_not_count_toward_max_trials(tmp_
         raise RuntimeError("the agent fell over (planted)")
 
     project = make_project(tmp_path)
-    agent = ScriptedProposer([agent_bug, set_knob("MATRIX_LR", 0.03)])
+    agent = ScriptedProposer([agent_bug, set_knob("MATRIX_LR", 0.03)], cost_known=False)
     outcome = run_night(night_config(project, run_dataset, max_trials=2), proposer=agent, handle_signals=False)
     records = check_records_and_git(project, "t")
     assert [(r.status, r.extra.get("agent_error")) for r in records] == [("keep", None), ("rejected", True),
                                                                         ("keep", None)]
     assert records[1].failure_reason == "agent error: RuntimeError: the agent fell over (planted)"
     assert outcome.stop_reason == "reached --max-trials 2"
+    assert records[2].extra.get("cost_unknown") is True  # an unpriced model's cost is unknown, not free
