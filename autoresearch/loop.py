@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import atomic, contract, ledger, runner, trust
+from autoresearch import atomic, childenv, contract, ledger, runner, sandbox, trust
 from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
@@ -337,12 +337,9 @@ class Night:
 
     def _reconcile(self) -> None:
         """Make records, refs and the worktree agree after any kind of stop, then load the state."""
-        stale_group = self.run_dir / TRAINING_GROUP_FILE
-        if stale_group.exists():  # a harness killed during training: its training may still run
-            with contextlib.suppress(OSError, ValueError):
-                if runner.kill_stale_group(int(stale_group.read_text().strip())):
-                    self.emit(NOTE, message="killed the training left running by the previous session")
-            stale_group.unlink(missing_ok=True)
+        note = runner.kill_recorded_training(self.run_dir / TRAINING_GROUP_FILE)  # only if still ours
+        if note:
+            self.emit(NOTE, message=note)
         ledger.close_torn_lines(self.run_dir)
         log = ledger.read_trials(self.run_dir)
         if log.torn_lines:
@@ -758,12 +755,16 @@ class Night:
 
     def _training_env(self, trial_dir: Path, seed: int) -> dict[str, str]:
         config = self.config
-        env = {name: value for name, value in os.environ.items() if not name.startswith("ANTHROPIC_")}
         data_dir = Path(config.data_dir or contract.dataset_dir())
         protected = [str(data_dir / f"{split}{suffix}")
                      for split in ("val", "holdout") for suffix in (".bin", ".docs.npy")]
         protected.append(str(data_dir / "eval-rows-*"))  # the evaluator's packed validation rows
-        env.update({
+        cache = self.run_dir / "compile-cache"  # run-private: the baseline's first run compiles cold
+        policy = sandbox.training_policy(
+            abi=sandbox.landlock_abi(), worktree=self.workspace.path, trial_dir=trial_dir, data_dir=data_dir,
+            compile_cache=cache, python_paths=sandbox.python_paths(), private_roots=[self.run_dir, self.project.path],
+            devices=sandbox.device_files())
+        env = childenv.child_env({
             contract.ENV_TIME_BUDGET: f"{config.budget:g}",
             contract.ENV_SEED: str(seed),
             contract.ENV_DATA_DIR: str(data_dir),
@@ -773,8 +774,10 @@ class Night:
             contract.ENV_TRAIN_ONLY: "1",
             contract.ENV_EVAL_TOKENS: str(config.eval_tokens or contract.DEFAULT_EVAL_TOKENS),
             "AUTORESEARCH_PROTECTED_PATHS": os.pathsep.join(protected),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
+            sandbox.ENV_POLICY: policy.to_json(),
+            "TORCHINDUCTOR_CACHE_DIR": str(cache / "torch-compile"),
+            "TRITON_CACHE_DIR": str(cache / "triton"),
+            "CUDA_CACHE_PATH": str(cache / "cuda"),
         })
         env.pop(contract.ENV_DATASET, None)  # the data dir is explicit
         return env
@@ -789,9 +792,10 @@ class Night:
         def on_progress(progress: runner.Progress) -> None:
             self.emit(PROGRESS, record.trial, **dataclasses.asdict(progress))
 
-        def on_start(pgid: int) -> None:
-            self.active_training_group = pgid
-            atomic.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, f"{pgid}\n")
+        def on_start(identity: runner.ProcessIdentity) -> None:
+            self.active_training_group = identity  # type: ignore[assignment]
+            record.isolation = sandbox.isolation_mode()
+            atomic.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, identity.to_json() + "\n")
 
         result = runner.run_training(
             self.workspace.path / "train.py", env=self._training_env(trial_dir, seed), log_path=trial_dir / "train.log",
@@ -831,7 +835,7 @@ class Night:
                 self.workspace.path / "train.py", trial_dir / WEIGHTS_FILE, Path(self.config.data_dir or ""),
                 split="val", tokens=self.config.eval_tokens, seq_len=self.config.seq_len,
                 device=self.config.device, timeout=self.config.eval_timeout, log_path=trial_dir / "eval.log",
-                env={"PYTHONDONTWRITEBYTECODE": "1"})
+                private_roots=(self.run_dir, self.project.path), compile_cache=self.run_dir / "compile-cache")
         record.evaluation_seconds = round(spent + time.monotonic() - clock, 3)  # all seeds
         payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(vars(result))
         atomic.write_json_atomic(trial_dir / "eval.json", payload)
@@ -1027,10 +1031,8 @@ class Night:
 
     def hard_exit(self) -> None:
         """The second Ctrl-C: kill training now and mark the run interrupted; resume reconciles."""
-        group = self.active_training_group
-        if group is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            runner.kill_now(self.active_training_group)  # type: ignore[arg-type]
         with contextlib.suppress(Exception):
             runner.kill_child_groups(grace=0.0)
         with contextlib.suppress(Exception):
