@@ -799,7 +799,7 @@ class Night:
 
         result = runner.run_training(
             self.workspace.path / "train.py", env=self._training_env(trial_dir, seed), log_path=trial_dir / "train.log",
-            wall_limit=self.config.wall_limit, on_progress=on_progress, on_start=on_start,
+            wall_limit=self._wall_limit(), on_progress=on_progress, on_start=on_start,
             should_stop=lambda: self.stop.requested, kill_grace=self.config.kill_grace)
         self.active_training_group = None
         (self.run_dir / TRAINING_GROUP_FILE).unlink(missing_ok=True)
@@ -882,24 +882,38 @@ class Night:
                                      float(evaluation.bpb))  # type: ignore[attr-defined]
 
     def _overhead_failure(self, training: runner.TrainingResult, kind: str) -> Failure | None:
-        """Training work outside train.py's own clock: more start-up than the baseline's, past a tolerance.
+        """Training work outside train.py's own clock: more start-up than the reference allows (trust.py).
 
         The harness's wall clock around the process minus the budget is the start-up (and
-        shut-down) a trial spends outside its timer; the baseline's is the yardstick.
+        shut-down) a trial spends outside its timer. The baseline's first run (a fresh compile
+        cache) is the cold yardstick, its noise-floor runs the warm one; a trial that changes what
+        is compiled is compared with the cold one.
         """
         baseline = self.baseline_record()
         if kind == KIND_BASELINE or training.status != runner.OK or baseline is None or baseline.training_seconds is None:
             return None
         budget = self.config.budget
-        allowed = max(0.0, baseline.training_seconds - budget) + self.config.overhead_tolerance
+        warm = [max(0.0, record.training_seconds - budget) for record in self.records
+                if record.extra.get("noise_floor") and record.status in (KEEP, DISCARD)
+                and record.training_seconds is not None]
+        cold = kind == KIND_PROPOSAL and trust.compiles_cold(
+            self.workspace.show(baseline.commit, "train.py"), (self.workspace.path / "train.py").read_text("utf-8"))
+        rule = trust.startup_rule(cold_startup=max(0.0, baseline.training_seconds - budget), warm_startups=warm,
+                                  cold=cold, tolerance=self.config.overhead_tolerance)
         outside = training.seconds - budget
-        if outside <= allowed:
+        if outside <= rule.allowed:
             return None
         reason = (f"time: train.py's process ran {training.seconds:.1f} s, {outside:.1f} s beyond its {budget:g} s "
-                  f"budget; the baseline's start-up was {max(0.0, baseline.training_seconds - budget):.1f} s and "
-                  f"the tolerance is {self.config.overhead_tolerance:g} s (--overhead-tolerance): training work "
-                  "outside the budget's clock (before its timer starts, or after it ends) does not count")
+                  f"budget, more than the {rule.allowed:.1f} s allowed: {rule.words}. Training work outside the "
+                  "budget's clock (before its timer starts, or after it ends) does not count")
         return Failure(REJECTED, reason, "Do all training inside TIME_BUDGET, measured from the start of the run.")
+
+    def _wall_limit(self) -> float:
+        """Budget plus start-up allowance: --startup-allowance, else from the baseline's cold start-up (trust.py)."""
+        baseline = self.baseline_record()
+        cold = None if baseline is None or baseline.training_seconds is None else \
+            max(0.0, baseline.training_seconds - self.config.budget)
+        return self.config.budget + trust.startup_allowance(self.config.startup_allowance, cold)
 
     def _apply(self, record: TrialRecord, failure: Failure, prefix: str = "", run_dir: str = "") -> None:
         record.status, record.failure_reason = failure.status, prefix + failure.reason

@@ -159,6 +159,7 @@ class RunReport:
     pending_trials: list[int]  # trial directories with no record yet (a trial in progress)
     warnings: list[str] = field(default_factory=list)
     holdout: dict | None = None  # run.json's `holdout`: baseline and best on holdout, and the flag
+    isolation: dict[str, int] = field(default_factory=dict)  # sandbox mode -> trials whose code ran under it
 
     @property
     def plot_path(self) -> Path:
@@ -413,7 +414,18 @@ def _summarize(run_dir: Path, tag: str, source: str, run_info: dict, records: li
         programs=_program_stretches(trials, baseline_val),
         pending_trials=pending, warnings=warnings,
         holdout=run_info.get("holdout") if isinstance(run_info.get("holdout"), dict) else None,
+        isolation=_isolation_counts(ordered),
     )
+
+
+def _isolation_counts(records: list[ledger.TrialRecord]) -> dict[str, int]:
+    """How many trials ran under each sandbox mode (`landlock-v7`, `audit-hook`); trials that ran no code are left out."""
+    counts: dict[str, int] = {}
+    for record in records:
+        mode = getattr(record, "isolation", "") or record.extra.get("isolation") or ""
+        if mode:
+            counts[mode] = counts.get(mode, 0) + 1
+    return counts
 
 
 def _trial_summaries(ordered: list[ledger.TrialRecord], baseline) -> list[TrialSummary]:

@@ -305,6 +305,18 @@ def isolation_mode() -> str:
     return mode_for(landlock_abi())
 
 
+def isolation_refusal() -> str | None:
+    """Why `--require-isolation` must refuse to start here, or None when Landlock is available."""
+    if landlock_abi() > 0:
+        return None
+    if os.environ.get(ENV_ISOLATION, "").strip().lower() in ("audit-hook", "off", "none"):
+        return f"${ENV_ISOLATION} turns the kernel sandbox off; unset it"
+    if not sys.platform.startswith("linux"):
+        return f"the kernel sandbox needs Linux with Landlock; this is {sys.platform} (only the audit hook)"
+    return (f"this kernel ({os.uname().release}) offers no Landlock (it needs 5.13 or later with Landlock "
+            "enabled: lsm=landlock); only the audit hook would guard the trials")
+
+
 def _fail(what: str) -> SandboxError:
     errno = ctypes.get_errno()
     return SandboxError(f"{what}: {os.strerror(errno)} (errno {errno})")
