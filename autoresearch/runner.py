@@ -419,6 +419,14 @@ def crash_reason(tail: str, returncode: int | None) -> str:
 # --- Training ----------------------------------------------------------------------------------
 
 
+def swept_pids(line: str) -> set[int]:
+    """The pids in supervise.py's line about the processes its sweep killed (none for any other line)."""
+    if not line.startswith(supervise.SWEPT_PREFIX):
+        return set()
+    _, _, listed = line.partition(":")
+    return {int(word) for word in listed.split() if word.isdigit()}
+
+
 def training_command(train_py: Path) -> list[str]:
     """The supervisor, then the launcher, then train.py: each by file path (nothing can shadow them)."""
     return [sys.executable, supervise.__file__, sys.executable, launch.__file__, str(train_py)]
@@ -463,6 +471,7 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
             returncode = process.poll()
             elapsed = time.monotonic() - started
             for line in follower.read_lines():
+                pids |= swept_pids(line)
                 progress = parser.feed(line, elapsed)
                 if progress is not None and on_progress is not None:
                     on_progress(progress)
@@ -500,6 +509,7 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
         shutil.rmtree(policy.tmp_dir, ignore_errors=True)
     seconds = time.monotonic() - started
     for line in follower.flush():
+        pids |= swept_pids(line)
         parser.feed(line, seconds)
         denied = sandbox.denial_in_line(line, policy) if policy is not None else None
         if denied is not None and status in (None, CRASH):

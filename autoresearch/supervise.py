@@ -34,6 +34,7 @@ ENV_HARNESS_PID = "AUTORESEARCH_HARNESS_PID"
 ENV_KILL_GRACE = "AUTORESEARCH_KILL_GRACE"
 SWEEP_SECONDS = 10.0  # how long the sweep keeps trying before it reports survivors
 POLL_SECONDS = 0.02
+SWEPT_PREFIX = "[supervise] killed"  # the line that lists what the sweep killed (the runner reads it)
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 
 
@@ -101,6 +102,7 @@ class Supervisor:
         self.statuses: dict[int, int] = {}
         self.stop_at: float | None = None
         self.sweep_now = False
+        self.killed: set[int] = set()  # processes the sweep killed (the command's own pid left out)
 
     def _on_stop(self, signum: int, frame: object) -> None:
         if self.stop_at is None:
@@ -135,6 +137,7 @@ class Supervisor:
                 return []
             if time.monotonic() > deadline:
                 return sorted(left)
+            self.killed |= left - {self.child}
             for pid in left:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
@@ -165,6 +168,9 @@ class Supervisor:
                 break
             time.sleep(POLL_SECONDS)
         survivors = self.sweep()
+        if self.killed:
+            sys.stderr.write(f"{SWEPT_PREFIX} {len(self.killed)} process(es) left behind: "
+                             f"{' '.join(map(str, sorted(self.killed)))}\n")
         if survivors:
             sys.stderr.write(f"supervise: process(es) {', '.join(map(str, survivors))} would not die "
                              f"within {SWEEP_SECONDS:g} s (uninterruptible sleep?); leaving them\n")
