@@ -41,6 +41,7 @@ from autoresearch.errors import UserError
 from autoresearch.launch import ENV_HARNESS_PID
 
 STARTED_MODEL_MARKER = "autoresearch-evaluate: importing train.py"  # after it, failures are the model's
+EVALUATOR_KILL_GRACE = 0.5  # seconds a stopped evaluator gets before its supervisor sweeps
 FAILURE_KINDS = ("causality", "tamper", "model_error", "weights_error", "timeout")
 
 # Names of the scoring program (scoring.py, which imports torch) reachable from this module.
@@ -126,7 +127,8 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
             "TRITON_CACHE_DIR": str(Path(compile_cache) / "triton"), "CUDA_CACHE_PATH": str(Path(compile_cache) / "cuda")}
         # on Linux the evaluator asks to die with us (say, when we are SIGKILLed)
         child_env = childenv.child_env({**caches, **(env or {}), ENV_HARNESS_PID: str(os.getpid()),
-                                        sandbox.ENV_POLICY: policy.to_json(), runner.ENV_TRIAL_MARKER: marker})
+                                        sandbox.ENV_POLICY: policy.to_json(), runner.ENV_TRIAL_MARKER: marker,
+                                        supervise.ENV_KILL_GRACE: f"{EVALUATOR_KILL_GRACE:g}"})
         with open(log_file, "w") as log:
             # a neutral working directory: the harness package must come from its install, never
             # from a folder next to the trial's train.py
@@ -170,7 +172,7 @@ def _kill_group(process: subprocess.Popen, marker: str = "") -> list[int]:
     """
     from autoresearch import runner
 
-    return runner.stop_supervised(process, process.pid, marker, grace=0.5)
+    return runner.stop_supervised(process, process.pid, marker, grace=EVALUATOR_KILL_GRACE)
 
 
 if __name__ == "__main__":

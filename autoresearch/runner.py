@@ -419,6 +419,11 @@ def crash_reason(tail: str, returncode: int | None) -> str:
 # --- Training ----------------------------------------------------------------------------------
 
 
+def denial_reason(name: str, line: str, mode: str) -> str:
+    """The record's reason for a trial the sandbox stopped: which file, and the line that showed it."""
+    return f"integrity: the sandbox ({mode}) denied the trial access to {name}: {line.strip()[:200]}"
+
+
 def swept_pids(line: str) -> set[int]:
     """The pids in supervise.py's line about the processes its sweep killed (none for any other line)."""
     if not line.startswith(supervise.SWEPT_PREFIX):
@@ -477,9 +482,7 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
                     on_progress(progress)
                 denied = sandbox.denial_in_line(line, policy) if policy is not None else None
                 if denied is not None and status is None:
-                    status = INTEGRITY
-                    reason = (f"{INTEGRITY_MESSAGE} (denied by the sandbox, {policy.mode}): a process of the trial "
-                              f"tried to open {denied}: {line.strip()[:200]}")
+                    status, reason = INTEGRITY, denial_reason(denied, line, policy.mode)
             if status is not None:
                 break
             if returncode is not None:
@@ -513,9 +516,7 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
         parser.feed(line, seconds)
         denied = sandbox.denial_in_line(line, policy) if policy is not None else None
         if denied is not None and status in (None, CRASH):
-            status = INTEGRITY
-            reason = (f"{INTEGRITY_MESSAGE} (denied by the sandbox, {policy.mode}): a process of the trial "
-                      f"tried to open {denied}: {line.strip()[:200]}")
+            status, reason = INTEGRITY, denial_reason(denied, line, policy.mode)
     returncode = process.returncode
     if status is None:
         if returncode == 0:

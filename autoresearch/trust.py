@@ -24,6 +24,12 @@ The rules, as the records and the report state them:
   largest gain kept so far, or the threshold before anything was kept, and more than
   `quarantine_floor`) needs at least one confirmation run even with --confirm-runs 0, and every
   confirmation run must repeat at least half of the first run's gain.
+- Start-up. The harness's clock around train.py minus the budget is start-up; beyond the
+  reference plus a tolerance it is training outside the clock (`startup_rule`). The reference is
+  the baseline's cold start-up (a fresh run-private compile cache) for a trial that changes what is
+  compiled (`compiles_cold`), else the slowest warm start-up of the noise-floor runs; the
+  tolerance is max(5 s, 4 x the warm start-ups' std, 0.5 x the cold start-up for a cold trial).
+  The kill limit follows the cold start-up too (`startup_allowance`).
 
 What this does not protect against: a small sample. With the default four extra seeds the std
 has four degrees of freedom and is well below the true std in some runs. Simulated nights of 30
@@ -32,7 +38,9 @@ defaults (3 in 10 with two extra seeds), against nearly every night with keep-an
 --noise-runs 8 makes it about 1 in 10, at little cost in power (a real 4-sigma gain is kept about
 9 times in 10 in each case). Confirmation defends against luck, not against a change that cheats
 the same way under every seed (integrity.py, launch.py and the evaluator are for that), nor
-against a slow drift of the machine (a throttling GPU) that shifts every score of the night.
+against a slow drift of the machine (a throttling GPU) that shifts every score of the night. The
+start-up constants are choices, not measured GPU noise; a code change earns the cold reference, so
+a trial can spend up to the cold-minus-warm difference training before its timer.
 """
 
 from __future__ import annotations

@@ -351,3 +351,21 @@ def test_descendants_follow_parent_links_only() -> None:
     assert descendants(table, 10) == {11, 13}
     assert descendants(table, 10, live_only=False) == {11, 12, 13}
     assert descendants(table, 21) == set()
+
+
+def test_a_killed_harness_leaves_no_new_session_daemon_behind(tmp_path: Path) -> None:
+    """The supervisor asks to be told when the harness dies, and sweeps at once: no resume needed."""
+    path = script(tmp_path, DAEMON)
+    harness = subprocess.Popen([sys.executable, "-c", (
+        "import os; from pathlib import Path; from autoresearch import runner; "
+        f"runner.run_training(Path({str(path)!r}), env={{**os.environ, 'TEST_LINGER': '300'}}, "
+        f"log_path=Path({str(tmp_path / 'log')!r}), wall_limit=300)")])
+    assert wait_for(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text())
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    harness.send_signal(signal.SIGKILL)
+    harness.wait()
+    try:
+        assert wait_for(lambda: gone(daemon), timeout=10)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemon, signal.SIGKILL)
