@@ -101,6 +101,7 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
     where Landlock is available, the evaluator's sandbox (sandbox.py), which scoring.py applies
     once the rows are in memory: the worktree, the weights, Python, its scratch directory, and
     nothing of the dataset. `private_roots` (the run directory, the checkout) are never readable.
+    The compile caches (inductor, Triton, CUDA) go to `compile_cache`, else to the scratch directory.
     """
     from autoresearch import childenv, runner, sandbox, supervise
 
@@ -110,6 +111,7 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
         log_file = Path(log_path) if log_path is not None else Path(scratch) / "evaluate.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         train_py, weights = Path(train_py).resolve(), Path(weights).resolve()
+        compile_cache = Path(compile_cache) if compile_cache is not None else Path(scratch) / "compile-cache"
         command = [sys.executable, supervise.__file__, sys.executable, "-m", "autoresearch.evaluate",
                    "--train-py", str(train_py), "--weights", str(weights),
                    "--data-dir", str(Path(data_dir).resolve()), "--split", split, "--device", device,
@@ -122,9 +124,9 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
             data_dir=Path(data_dir).resolve(), compile_cache=compile_cache, python_paths=sandbox.python_paths(),
             private_roots=[Path(root) for root in private_roots], devices=sandbox.device_files())
         marker = uuid.uuid4().hex
-        caches = {} if compile_cache is None else {
-            "TORCHINDUCTOR_CACHE_DIR": str(Path(compile_cache) / "torch-compile"),
-            "TRITON_CACHE_DIR": str(Path(compile_cache) / "triton"), "CUDA_CACHE_PATH": str(Path(compile_cache) / "cuda")}
+        caches = {  # the cache must be writable under the sandbox: never ~/.cache
+            "TORCHINDUCTOR_CACHE_DIR": str(compile_cache / "torch-compile"), "TRITON_CACHE_DIR": str(compile_cache / "triton"),
+            "CUDA_CACHE_PATH": str(compile_cache / "cuda")}
         # on Linux the evaluator asks to die with us (say, when we are SIGKILLed)
         child_env = childenv.child_env({**caches, **(env or {}), ENV_HARNESS_PID: str(os.getpid()),
                                         sandbox.ENV_POLICY: policy.to_json(), runner.ENV_TRIAL_MARKER: marker,

@@ -337,13 +337,18 @@ def kill_identified(identity: ProcessIdentity, grace: float = 2.0) -> list[int]:
 
 
 def kill_now(identity: ProcessIdentity | None) -> None:
-    """The harness is leaving at once (second Ctrl-C): tell a matching supervisor to sweep, kill its group."""
+    """The harness is leaving at once (second Ctrl-C): SIGKILL a matching training's group, bar its supervisor.
+
+    The supervisor is told to sweep (SIGUSR1) instead of being killed, so that it also ends the
+    processes that left the group; it gets the same signal again when the harness is gone.
+    """
     if identity is None or not identity.matches():
         return
     with contextlib.suppress(OSError):
         os.kill(identity.pid, signal.SIGUSR1)
-    with contextlib.suppress(OSError):
-        os.killpg(identity.pgid, signal.SIGKILL)
+    for pid in (_group_members(identity.pgid) or set()) - {identity.pid}:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def kill_recorded_training(path: Path, grace: float = 2.0) -> str | None:

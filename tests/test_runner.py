@@ -369,3 +369,27 @@ def test_a_killed_harness_leaves_no_new_session_daemon_behind(tmp_path: Path) ->
     finally:
         with contextlib.suppress(OSError):
             os.kill(daemon, signal.SIGKILL)
+
+
+def test_leaving_at_once_kills_the_training_and_its_daemons(tmp_path: Path) -> None:
+    """The second Ctrl-C: `kill_now` with the recorded identity; the supervisor sweeps what left the group."""
+    import threading
+
+    path = script(tmp_path, DAEMON)
+    started: list[runner.ProcessIdentity] = []
+    results: list[runner.TrainingResult] = []
+    thread = threading.Thread(target=lambda: results.append(
+        train(path, wall_limit=120, on_start=started.append, env={"TEST_LINGER": "120"})))
+    thread.start()
+    assert wait_for(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text())
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    try:
+        runner.kill_now(started[0])
+        thread.join(timeout=30)
+        assert results and results[0].returncode == -signal.SIGKILL
+        assert gone(daemon)
+        runner.kill_now(runner.ProcessIdentity(os.getpid(), os.getpgrp(), runner.start_time(os.getpid()),
+                                               started[0].boot_id, "not-our-marker"))  # not ours: a no-op
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemon, signal.SIGKILL)
