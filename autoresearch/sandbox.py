@@ -24,7 +24,10 @@ reads no token file of any split (only the tokenizer, manifest and token-bytes f
 build_model needs), reads the one weights file it scores, and writes only its scratch directory
 and the compile cache.
 A candidate readable path that is the parent of something forbidden (a sys.path entry that is the
-project checkout or `~`) is dropped, so that the Python paths cannot reopen what the rest denies.
+project checkout or `~`) is dropped, so that the Python paths cannot reopen what the rest denies;
+a package imported from such an entry (autoresearch from a checkout on $PYTHONPATH that is also
+the project) is then not importable by the trial, which fails at once with ModuleNotFoundError
+(an installed or editable package is found through its own directory and is not affected).
 
 Why direct system calls (ctypes) rather than the `landlock` package: that package (1.0.0.dev5, a
 development release) covers filesystem rules only — no TCP rules (ABI 4) and no signal or socket

@@ -241,3 +241,15 @@ def test_require_isolation_refuses_to_start_without_it(tmp_path: Path, monkeypat
 def test_require_isolation_starts_where_landlock_is_available(tmp_path: Path) -> None:
     assert load_config({"require_isolation": True}, project_dir=tmp_path, environ={}).require_isolation
     assert os.environ.get(sandbox.ENV_ISOLATION) is None
+
+
+def test_run_require_isolation_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from autoresearch import cli
+
+    monkeypatch.setenv(sandbox.ENV_ISOLATION, "audit-hook")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "--require-isolation", "--project-dir", str(tmp_path), "--max-trials", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --require-isolation: ") and "Traceback" not in err and err.count("\n") == 1
