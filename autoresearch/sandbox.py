@@ -58,6 +58,7 @@ import os
 import site
 import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -335,6 +336,7 @@ def apply(policy: Policy) -> str:
         os.makedirs(policy.tmp_dir, exist_ok=True)
         for name in ("TMPDIR", "TMP", "TEMP"):
             os.environ[name] = policy.tmp_dir
+        tempfile.tempdir = None  # forget a /tmp chosen earlier in this process: it may not be writable now
     if not policy.landlock:
         return AUDIT_HOOK
     for path in policy.write:

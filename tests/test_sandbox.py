@@ -253,3 +253,15 @@ def test_run_require_isolation_is_one_line_and_exit_2(tmp_path: Path, monkeypatc
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --require-isolation: ") and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_temporary_files_go_to_the_private_directory_even_if_tmp_was_used_before(tmp_path: Path) -> None:
+    policy = sandbox.Policy(mode=sandbox.mode_for(ABI), abi=ABI, read=tuple(sandbox.python_paths()),
+                            write=(str(tmp_path / "trial"),), tmp_dir=str(tmp_path / "trial" / ".tmp"))
+    env = childenv.child_env({sandbox.ENV_POLICY: policy.to_json()})
+    code = ("import tempfile; before = tempfile.gettempdir(); from autoresearch import sandbox; "
+            "sandbox.apply_from_environment(); f = tempfile.NamedTemporaryFile(delete=False); print(before, f.name)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    before, created = done.stdout.split()
+    assert before != str(tmp_path / "trial" / ".tmp") and created.startswith(str(tmp_path / "trial" / ".tmp") + "/")
