@@ -506,6 +506,7 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
                 status, reason = CRASH, f"train.py wrote more than {log_limit_bytes >> 20} MB of output; killed"
                 break
             time.sleep(poll_interval)
+        ended = time.monotonic()  # the clock stops when training ended or was stopped, not after the clean-up
     finally:
         pids |= supervise.descendants(supervise.process_table(), process.pid) | (_group_members(pgid) or set())
         unkilled = stop_supervised(process, pgid, marker, kill_grace)
@@ -515,7 +516,7 @@ def run_training(train_py: Path, *, env: Mapping[str, str], log_path: Path, wall
                       "(uninterruptible sleep?); going on without them\n")
     if policy is not None and policy.tmp_dir:
         shutil.rmtree(policy.tmp_dir, ignore_errors=True)
-    seconds = time.monotonic() - started
+    seconds = ended - started
     for line in follower.flush():
         pids |= swept_pids(line)
         parser.feed(line, seconds)
