@@ -43,7 +43,10 @@ code or ctypes do). Every trial record and the report say which mode was in effe
 What this does not protect against: what the allowed paths themselves allow — the compile cache
 is shared by the run's trials (a trial can leave data there for a later one), /proc and /sys are
 readable (so is /etc), and a trial still sees the names and sizes of files it cannot open (stat
-is not restricted). UNIX sockets with a path and UDP are not restricted (Landlock has no rules for
+is not restricted). Through /proc it can read the harness's *initial* environment and memory map
+(/proc/<pid>/environ, maps: Landlock here stops ptrace attach, /proc/<pid>/mem, fd and cwd, but
+not these reads), so an API key exported in the shell that started `autoresearch` is visible to
+a trial; childenv.py keeps it out of every child's own environment, not out of the harness's. UNIX sockets with a path and UDP are not restricted (Landlock has no rules for
 them yet). Denials are silent for the kernel: `denial_in_line` finds them only where the denied
 process printed "Permission denied" with the path (a shell or Python does; `2>/dev/null` hides it),
 so a denied attempt is always harmless but not always reported.
@@ -127,10 +130,17 @@ def _is_within(path: str, parent: str) -> bool:
 
 
 def _without_parents_of(candidates: Iterable[str], forbidden: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split `candidates` into those that contain no forbidden path and those that do (dropped)."""
+    """Split `candidates` into those that contain no forbidden path and those that do (dropped).
+
+    Both sides are compared as written and with symbolic links resolved: Landlock grants the
+    directory a path leads to, so `/home/u` must be dropped when val.bin is under its target too.
+    """
+    bad_paths = {form for path in forbidden for form in (path, os.path.realpath(path))}
     kept, dropped = [], []
     for candidate in dict.fromkeys(_absolute(path) for path in candidates if path):
-        (dropped if any(_is_within(bad, candidate) for bad in forbidden) else kept).append(candidate)
+        forms = (candidate, os.path.realpath(candidate))
+        contains = any(_is_within(bad, form) for bad in bad_paths for form in forms)
+        (dropped if contains else kept).append(candidate)
     return kept, dropped
 
 

@@ -265,3 +265,13 @@ def test_temporary_files_go_to_the_private_directory_even_if_tmp_was_used_before
     assert done.returncode == 0, done.stderr
     before, created = done.stdout.split()
     assert before != str(tmp_path / "trial" / ".tmp") and created.startswith(str(tmp_path / "trial" / ".tmp") + "/")
+
+
+def test_a_python_path_that_reaches_a_private_root_through_a_link_is_dropped(tmp_path: Path) -> None:
+    real_home = tmp_path / "disk" / "home"
+    (real_home / "data").mkdir(parents=True)
+    (tmp_path / "home").symlink_to(real_home)  # /home -> /disk/home, say
+    policy = sandbox.training_policy(abi=7, worktree=tmp_path / "wt", trial_dir=tmp_path / "trial",
+                                     data_dir=real_home / "data", compile_cache=tmp_path / "cache",
+                                     python_paths=[str(tmp_path / "home")], private_roots=[], system_read=())
+    assert policy.dropped == (str(tmp_path / "home"),)
