@@ -148,7 +148,10 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
             except BaseException:  # interrupted (Ctrl-C) while waiting: the evaluator must not outlive us
                 _kill_group(process, marker)
                 raise
-            _kill_group(process, marker)  # whatever train.py's module code left behind
+            stuck = _kill_group(process, marker)  # whatever train.py's module code left behind
+            if stuck:
+                log.write(f"\n[autoresearch] process(es) {', '.join(map(str, stuck))} did not die after SIGKILL "
+                          "(uninterruptible sleep?); going on without them\n")
         if json_out.is_file():
             try:
                 return EvalResult.from_dict(json.loads(json_out.read_text()))

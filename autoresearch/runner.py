@@ -382,12 +382,29 @@ def kill_child_groups(grace: float = 2.0) -> None:
 
     Used when the loop abandons a step (Ctrl-C during evaluation): a subprocess started with
     start_new_session does not get the terminal's SIGINT and would otherwise outlive us. Each is
-    our own child (its parent pid is ours), so its group is ours.
+    our own child (its parent pid is ours), so its group is ours. A supervisor (training, the
+    evaluator) is told to sweep at once instead of being killed with its group.
     """
     me, my_group = os.getpid(), os.getpgrp()
-    for _, fields in _live_processes():
+    for pid, fields in _live_processes():
         if int(fields[1]) == me and int(fields[2]) != my_group:
-            kill_group(int(fields[2]), grace)
+            if _is_supervisor(pid):  # it sweeps what left the group; killing it would lose them
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGUSR1)
+                for member in (_group_members(int(fields[2])) or set()) - {pid}:
+                    with contextlib.suppress(OSError):
+                        os.kill(member, signal.SIGKILL)
+            else:
+                kill_group(int(fields[2]), grace)
+
+
+def _is_supervisor(pid: int) -> bool:
+    """Whether our child `pid` runs supervise.py (its command line names the file)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return len(argv) > 1 and os.fsdecode(argv[1]) == supervise.__file__
 
 
 def log_tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 64 * 1024) -> str:

@@ -393,3 +393,20 @@ def test_leaving_at_once_kills_the_training_and_its_daemons(tmp_path: Path) -> N
     finally:
         with contextlib.suppress(OSError):
             os.kill(daemon, signal.SIGKILL)
+
+
+def test_abandoning_a_step_tells_a_supervisor_to_sweep(tmp_path: Path) -> None:
+    """kill_child_groups (Ctrl-C during evaluation, the second Ctrl-C): the supervisor is not killed blind."""
+    path = script(tmp_path, DAEMON)
+    env = {**os.environ, "TEST_LINGER": "120"}
+    process = subprocess.Popen(runner.training_command(path), cwd=tmp_path, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text())
+        daemon = int((tmp_path / "daemon.pid").read_text())
+        runner.kill_child_groups(grace=0.0)
+        assert runner.wait_bounded(process, 15) and wait_for(lambda: gone(daemon), timeout=5)
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
