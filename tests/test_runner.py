@@ -409,4 +409,6 @@ def test_abandoning_a_step_tells_a_supervisor_to_sweep(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((tmp_path / "daemon.pid").read_text()), signal.SIGKILL)
         process.wait(timeout=5)
