@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import atomic, contract, ledger, runner, trust
+from autoresearch import atomic, childenv, contract, ledger, runner, sandbox, trust
 from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage, absorb_partial
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
@@ -419,12 +419,9 @@ class Night:
 
     def _reconcile(self) -> None:
         """Make records, refs and the worktree agree after any kind of stop, then load the state."""
-        stale_group = self.run_dir / TRAINING_GROUP_FILE
-        if stale_group.exists():  # a harness killed during training: its training may still run
-            with contextlib.suppress(OSError, ValueError):
-                if runner.kill_stale_group(int(stale_group.read_text().strip())):
-                    self.emit(NOTE, message="killed the training left running by the previous session")
-            stale_group.unlink(missing_ok=True)
+        note = runner.kill_recorded_training(self.run_dir / TRAINING_GROUP_FILE)  # only if still ours
+        if note:
+            self.emit(NOTE, message=note)
         ledger.close_torn_lines(self.run_dir)
         log = ledger.read_trials(self.run_dir)
         if log.torn_lines:
@@ -933,12 +930,16 @@ class Night:
 
     def _training_env(self, trial_dir: Path, seed: int) -> dict[str, str]:
         config = self.config
-        env = {name: value for name, value in os.environ.items() if not name.startswith("ANTHROPIC_")}
         data_dir = Path(config.data_dir or contract.dataset_dir())
         protected = [str(data_dir / f"{split}{suffix}")
                      for split in ("val", "holdout") for suffix in (".bin", ".docs.npy")]
         protected.append(str(data_dir / "eval-rows-*"))  # the evaluator's packed validation rows
-        env.update({
+        cache = self.run_dir / "compile-cache"  # run-private: the baseline's first run compiles cold
+        policy = sandbox.training_policy(
+            abi=sandbox.landlock_abi(), worktree=self.workspace.path, trial_dir=trial_dir, data_dir=data_dir,
+            compile_cache=cache, python_paths=sandbox.python_paths(), private_roots=[self.run_dir, self.project.path],
+            devices=sandbox.device_files())
+        env = childenv.child_env({
             contract.ENV_TIME_BUDGET: f"{config.budget:g}",
             contract.ENV_SEED: str(seed),
             contract.ENV_DATA_DIR: str(data_dir),
@@ -948,8 +949,10 @@ class Night:
             contract.ENV_TRAIN_ONLY: "1",
             contract.ENV_EVAL_TOKENS: str(config.eval_tokens or contract.DEFAULT_EVAL_TOKENS),
             "AUTORESEARCH_PROTECTED_PATHS": os.pathsep.join(protected),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
+            sandbox.ENV_POLICY: policy.to_json(),
+            "TORCHINDUCTOR_CACHE_DIR": str(cache / "torch-compile"),
+            "TRITON_CACHE_DIR": str(cache / "triton"),
+            "CUDA_CACHE_PATH": str(cache / "cuda"),
         })
         env.pop(contract.ENV_DATASET, None)  # the data dir is explicit
         return env
@@ -964,13 +967,14 @@ class Night:
         def on_progress(progress: runner.Progress) -> None:
             self.emit(PROGRESS, record.trial, **dataclasses.asdict(progress))
 
-        def on_start(pgid: int) -> None:
-            self.active_training_group = pgid
-            atomic.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, f"{pgid}\n")
+        def on_start(identity: runner.ProcessIdentity) -> None:
+            self.active_training_group = identity  # type: ignore[assignment]
+            record.isolation = sandbox.isolation_mode()
+            atomic.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, identity.to_json() + "\n")
 
         result = runner.run_training(
             self.workspace.path / "train.py", env=self._training_env(trial_dir, seed), log_path=trial_dir / "train.log",
-            wall_limit=self.config.wall_limit, on_progress=on_progress, on_start=on_start,
+            wall_limit=self._wall_limit(), on_progress=on_progress, on_start=on_start,
             should_stop=lambda: self.stop.requested, kill_grace=self.config.kill_grace)
         self.active_training_group = None
         (self.run_dir / TRAINING_GROUP_FILE).unlink(missing_ok=True)
@@ -1006,7 +1010,7 @@ class Night:
                 self.workspace.path / "train.py", trial_dir / WEIGHTS_FILE, Path(self.config.data_dir or ""),
                 split="val", tokens=self.config.eval_tokens, seq_len=self.config.seq_len,
                 device=self.config.device, timeout=self.config.eval_timeout, log_path=trial_dir / "eval.log",
-                env={"PYTHONDONTWRITEBYTECODE": "1"})
+                private_roots=(self.run_dir, self.project.path), compile_cache=self.run_dir / "compile-cache")
         record.evaluation_seconds = round(spent + time.monotonic() - clock, 3)  # all seeds
         payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(vars(result))
         atomic.write_json_atomic(trial_dir / "eval.json", payload)
@@ -1053,24 +1057,38 @@ class Night:
                                      float(evaluation.bpb))  # type: ignore[attr-defined]
 
     def _overhead_failure(self, training: runner.TrainingResult, kind: str) -> Failure | None:
-        """Training work outside train.py's own clock: more start-up than the baseline's, past a tolerance.
+        """Training work outside train.py's own clock: more start-up than the reference allows (trust.py).
 
         The harness's wall clock around the process minus the budget is the start-up (and
-        shut-down) a trial spends outside its timer; the baseline's is the yardstick.
+        shut-down) a trial spends outside its timer. The baseline's first run (a fresh compile
+        cache) is the cold yardstick, its noise-floor runs the warm one; a trial that changes what
+        is compiled is compared with the cold one.
         """
         baseline = self.baseline_record()
         if kind == KIND_BASELINE or training.status != runner.OK or baseline is None or baseline.training_seconds is None:
             return None
         budget = self.config.budget
-        allowed = max(0.0, baseline.training_seconds - budget) + self.config.overhead_tolerance
+        warm = [max(0.0, record.training_seconds - budget) for record in self.records
+                if record.extra.get("noise_floor") and record.status in (KEEP, DISCARD)
+                and record.training_seconds is not None]
+        cold = kind == KIND_PROPOSAL and trust.compiles_cold(
+            self.workspace.show(baseline.commit, "train.py"), (self.workspace.path / "train.py").read_text("utf-8"))
+        rule = trust.startup_rule(cold_startup=max(0.0, baseline.training_seconds - budget), warm_startups=warm,
+                                  cold=cold, tolerance=self.config.overhead_tolerance)
         outside = training.seconds - budget
-        if outside <= allowed:
+        if outside <= rule.allowed:
             return None
         reason = (f"time: train.py's process ran {training.seconds:.1f} s, {outside:.1f} s beyond its {budget:g} s "
-                  f"budget; the baseline's start-up was {max(0.0, baseline.training_seconds - budget):.1f} s and "
-                  f"the tolerance is {self.config.overhead_tolerance:g} s (--overhead-tolerance): training work "
-                  "outside the budget's clock (before its timer starts, or after it ends) does not count")
+                  f"budget, more than the {rule.allowed:.1f} s allowed: {rule.words}. Training work outside the "
+                  "budget's clock (before its timer starts, or after it ends) does not count")
         return Failure(REJECTED, reason, "Do all training inside TIME_BUDGET, measured from the start of the run.")
+
+    def _wall_limit(self) -> float:
+        """Budget plus start-up allowance: --startup-allowance, else from the baseline's cold start-up (trust.py)."""
+        baseline = self.baseline_record()
+        cold = None if baseline is None or baseline.training_seconds is None else \
+            max(0.0, baseline.training_seconds - self.config.budget)
+        return self.config.budget + trust.startup_allowance(self.config.startup_allowance, cold)
 
     def _apply(self, record: TrialRecord, failure: Failure, prefix: str = "", run_dir: str = "") -> None:
         record.status, record.failure_reason = failure.status, prefix + failure.reason
@@ -1218,10 +1236,8 @@ class Night:
         The view is not closed (its lock may be held by the interrupted main thread): the
         terminal's cursor is shown again directly.
         """
-        group = self.active_training_group
-        if group is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            runner.kill_now(self.active_training_group)  # type: ignore[arg-type]
         with contextlib.suppress(Exception):
             runner.kill_child_groups(grace=0.0)
         with contextlib.suppress(Exception):
