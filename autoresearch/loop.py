@@ -730,6 +730,7 @@ class Night:
         record = TrialRecord(trial=number, status=INTERRUPTED, description=description, parent=self.best.commit,
                              commit="", started_at=utc_now(), ended_at="", seed=seed,
                              repair_attempt=repair.attempt if repair else 0)
+        record.isolation = sandbox.isolation_mode()  # what protects this trial, whether or not its code runs
         if kind == KIND_BASELINE:
             record.extra["baseline"] = True
         elif kind == KIND_NOISE:
@@ -993,6 +994,8 @@ class Night:
         record.peak_memory_gb = round(vram_mb / 1024, 3) if vram_mb is not None else None  # claimed by train.py
         if result.summary:
             record.extra["claimed"] = result.summary
+        if result.unkilled:  # processes that did not die after SIGKILL (stuck in the kernel): on the record
+            record.extra["unkilled"] = list(result.unkilled)
         if result.last_progress is not None:
             record.extra["last_step"] = result.last_progress.step
         claimed = record.claimed_training_seconds
