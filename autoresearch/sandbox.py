@@ -23,6 +23,16 @@ abstract UNIX sockets. The evaluator gets the same, except that once its rows ar
 reads no token file of any split (only the tokenizer, manifest and token-bytes files, which
 build_model needs), reads the one weights file it scores, and writes only its scratch directory
 and the compile cache.
+A coding-agent CLI (`--agent command`) gets `agent_policy`, applied by agent/cli_launch.py before
+its shell starts: it reads and writes the worktree it edits, its private scratch directory and
+the per-tool entries of `~` (dot-entries such as ~/.claude, ~/.codex, ~/.config/<tool>; git's
+global configuration, the shell's start-up files, ~/.ssh and ~/.local/{bin,lib} only read, since
+programs outside the sandbox run or trust them); reads the repository's `.git` and writes only the
+worktree's own part of it; reads the Python, system and program paths (its interpreter and
+packages); may open TCP connections (its API). It reads nothing of the dataset, of the run
+directory but the worktree, or of the user's checkout. What that leaves open: the repository's
+history through `.git`, everything of `~`'s per-tool entries (shared by every run and program),
+and the network.
 A candidate readable path that is the parent of something forbidden (a sys.path entry that is the
 project checkout or `~`) is dropped, so that the Python paths cannot reopen what the rest denies;
 a package imported from such an entry (autoresearch from a checkout on $PYTHONPATH that is also
@@ -58,6 +68,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import site
 import stat
 import sys
@@ -197,6 +208,72 @@ def evaluator_policy(*, abi: int, worktree: str | os.PathLike, weights: str | os
                   dropped=tuple(dropped))
 
 
+# What an agent CLI may change in `~` only by reading: files that programs outside the sandbox run
+# or trust (the harness's own git reads git's global configuration; a shell runs its start-up
+# files; Python runs .pth files from the user site under ~/.local/lib; ~/.local/bin is on PATH).
+AGENT_HOME_READ_ONLY = (".gitconfig", ".config/git", ".ssh", ".gnupg", ".local/bin", ".local/lib",
+                        ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc", ".zshenv",
+                        ".zprofile", ".zlogin", ".config/fish", ".config/autostart", ".config/systemd")
+
+
+def _forms(path: str) -> tuple[str, str]:
+    return path, os.path.realpath(path)
+
+
+def _home_grants(home: str, entries: Iterable[str], config_dirs: Iterable[str],
+                 forbidden: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split `entries` of `home` (and `config_dirs` anywhere) into (read, write, dropped).
+
+    An entry that contains or lies inside a forbidden path is dropped; one that is, holds or lies inside an
+    AGENT_HOME_READ_ONLY path is readable only (its other children, when listed, get their own
+    verdict); any other is readable and writable. An entry outside `home`, or `home` itself, is dropped.
+    """
+    protected = [form for name in AGENT_HOME_READ_ONLY for form in _forms(os.path.join(home, name))]
+    inside = [_absolute(entry) for entry in entries]
+    outside = [entry for entry in inside if entry == home or not _is_within(entry, home)]
+    candidates = [entry for entry in inside if entry not in outside] + [_absolute(path) for path in config_dirs]
+    kept, dropped = _without_parents_of(candidates, forbidden)
+    bad = [form for path in forbidden for form in _forms(path)]
+    inside_private = [entry for entry in kept if any(_is_within(form, root) for form in _forms(entry) for root in bad)]
+    read, write = [], []
+    for entry in (entry for entry in kept if entry not in inside_private):
+        touches = any(_is_within(form, guard) or _is_within(guard, form) for form in _forms(entry) for guard in protected)
+        (read if touches else write).append(entry)
+    return read, write, [*outside, *dropped, *inside_private]
+
+
+def agent_policy(*, abi: int, worktree: str | os.PathLike, scratch: str | os.PathLike,
+                 data_dir: str | os.PathLike, private_roots: Sequence[str | os.PathLike],
+                 python_paths: Sequence[str], program_paths: Sequence[str] = (),
+                 git_read: Sequence[str | os.PathLike] = (), git_write: Sequence[str | os.PathLike] = (),
+                 home: str | os.PathLike, home_entries: Sequence[str] = (), config_dirs: Sequence[str] = (),
+                 devices: Sequence[str] = (), system_read: Sequence[str] = SYSTEM_READ) -> Policy:
+    """The rules for a coding-agent CLI (`--agent command`) and every process it starts.
+
+    It reads and writes the worktree it edits and its private `scratch` directory (the briefing,
+    the description file, $TMPDIR under it); reads the repository's git directory (`git_read`,
+    the main repository's `.git`) and writes only that worktree's part of it (`git_write`,
+    `.git/worktrees/<name>`); reads the Python, system and program paths (the CLI's own
+    installation: its interpreter and packages) that contain no private root; reads and writes
+    the per-tool entries of `home` (`~/.claude`, `~/.codex`, `~/.config/...`: `home_entries`, and
+    `config_dirs` such as $CODEX_HOME) that contain no private root, except AGENT_HOME_READ_ONLY
+    ones, which it only reads. It may open TCP connections (it talks to its API). It reads nothing
+    of the dataset directory, of the run directory but its worktree, or of the user's checkout.
+    """
+    data = _absolute(data_dir)
+    home_dir = _absolute(home)
+    forbidden = [*(_absolute(root) for root in private_roots), data, *forbidden_data(data)]
+    readable, dropped = _without_parents_of([*python_paths, *program_paths, *system_read], forbidden)
+    home_read, home_write, home_dropped = _home_grants(home_dir, home_entries, config_dirs, forbidden)
+    scratch_dir = _absolute(scratch)
+    read = [*readable, *(_absolute(path) for path in git_read), *home_read]
+    write = [_absolute(worktree), scratch_dir, *(_absolute(path) for path in git_write), *home_write, *SYSTEM_WRITE]
+    return Policy(mode=mode_for(abi), abi=abi, read=tuple(dict.fromkeys(read)), write=tuple(dict.fromkeys(write)),
+                  devices=tuple(devices), tmp_dir=os.path.join(scratch_dir, "tmp"), no_network=False,
+                  watched=_watched(data, ("model.pt", "program.md", "trials.jsonl", "run.json")),
+                  dropped=tuple(dict.fromkeys([*dropped, *home_dropped])))
+
+
 def denial_in_line(line: str, policy: Policy) -> str | None:
     """The watched name a log line reports as denied ("Permission denied" naming it), or None."""
     if "Permission denied" not in line or not policy.landlock:
@@ -242,6 +319,83 @@ def device_files(root: str = "/dev") -> list[str]:
         if entry.name.startswith(DEVICE_PREFIXES):
             found.append(entry.path)
     return found
+
+
+def home_config_entries(home: str | os.PathLike, private_roots: Sequence[str | os.PathLike]) -> list[str]:
+    """The dot-entries of `home`, and the children of each dot-directory that holds a private root or
+    an AGENT_HOME_READ_ONLY path (~/.cache around the autoresearch cache, ~/.config around git's)."""
+    root = _absolute(home)
+    guards = [*(_absolute(path) for path in private_roots), *(os.path.join(root, name) for name in AGENT_HOME_READ_ONLY)]
+    guards += [os.path.realpath(path) for path in guards]
+    found: list[str] = []
+    try:
+        names = sorted(name for name in os.listdir(root) if name.startswith(".") and name not in (".", ".."))
+    except OSError:
+        return found
+    for name in names:
+        entry = os.path.join(root, name)
+        found.append(entry)
+        holds = any(_is_within(guard, form) and guard != form for guard in guards for form in _forms(entry))
+        if holds and os.path.isdir(entry):
+            with contextlib.suppress(OSError):
+                found += [os.path.join(entry, child) for child in sorted(os.listdir(entry))]
+    return found
+
+
+def _interpreter(script: str, search_path: str) -> str | None:
+    """The program a `#!` line runs (through `env`, the program it names), or None."""
+    try:
+        with open(script, "rb") as handle:
+            first = handle.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode("utf-8", "replace").split()
+    if words and os.path.basename(words[0]) == "env":
+        words = [word for word in words[1:] if not word.startswith("-") and "=" not in word]
+        return shutil.which(words[0], path=search_path) if words else None
+    return words[0] if words else None
+
+
+def program_paths(program: str | None, search_path: str | None = None) -> list[str]:
+    """Where a command's program is installed: what its process must read to start.
+
+    For the program (found on `search_path`, default $PATH) and the interpreter of its `#!` line:
+    the directory of the path and of its resolved target, the prefix above a `bin` directory, and
+    the directory above a `node_modules` tree (an npm package's dependencies); then every absolute
+    directory on the search path (the tools the CLI itself runs).
+    """
+    search = os.environ.get("PATH", "") if search_path is None else search_path
+    found = (program if "/" in program else shutil.which(program, path=search)) if program else None
+    executables = [path for path in (found, _interpreter(os.path.realpath(found), search) if found else None) if path]
+    paths: list[str] = []
+    for executable in executables:
+        for form in _forms(_absolute(executable)):
+            directory = os.path.dirname(form)
+            paths.append(directory)
+            if os.path.basename(directory) == "bin":
+                paths.append(os.path.dirname(directory))
+            if "/node_modules/" in form:
+                paths.append(form[: form.index("/node_modules/")])
+    paths += [entry for entry in search.split(os.pathsep) if os.path.isabs(entry)]
+    return list(dict.fromkeys(paths))
+
+
+def system_link_targets(root: str = "/etc", system_read: Sequence[str] = SYSTEM_READ) -> list[str]:
+    """Targets of the symbolic links in `root` that lie outside `system_read`: /etc/resolv.conf is
+    often a link into /run, and without it a process that may connect cannot resolve a host name."""
+    targets = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    except OSError:
+        return targets
+    for entry in entries:
+        if entry.is_symlink():
+            target = os.path.realpath(entry.path)
+            if os.path.exists(target) and not any(_is_within(target, _absolute(path)) for path in system_read):
+                targets.append(target)
+    return targets
 
 
 # --- Landlock through its three system calls -------------------------------------------------------

@@ -3,10 +3,14 @@
 
     agent_standin.py edit OLD NEW   replace OLD with NEW in ./train.py, print a description
     agent_standin.py other          edit ./prepare.py instead (the harness must reject it)
-    agent_standin.py hang           start a child, then sleep (the harness must kill both at its limit)
+    agent_standin.py hang           start a child (its pid on stdout), then sleep (the harness must kill
+                                    both at its limit)
     agent_standin.py commit         edit train.py and `git commit` it (the harness must refuse)
     agent_standin.py fail           print to stderr and exit 3
     agent_standin.py env            print the environment variable names it sees, one a line
+    agent_standin.py probe PATH...  try to read each PATH (prints `denied PATH` or `read PATH`), run
+                                    `git status` and `git diff`, connect to 127.0.0.1:$STANDIN_PORT,
+                                    write ~/.claude/probe and ~/.gitconfig, then edit train.py
     agent_standin.py plan           run the next line of the file $STANDIN_PLAN (one mode and its
                                     arguments a line, shell-quoted); $STANDIN_PLAN.n counts the calls
 
@@ -44,8 +48,7 @@ elif mode == "other":
     print("Edited prepare.py")
 elif mode == "hang":
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    if os.environ.get("STANDIN_CHILD_PID"):
-        Path(os.environ["STANDIN_CHILD_PID"]).write_text(str(child.pid))
+    print(f"child {child.pid}", flush=True)  # on stdout: the run's directories are closed to the CLI
     time.sleep(600)
 elif mode == "commit":
     Path("train.py").write_text(Path("train.py").read_text() + "\n# committed by the agent\n")
@@ -54,6 +57,35 @@ elif mode == "commit":
 elif mode == "fail":
     print("something went wrong in the CLI", file=sys.stderr)
     sys.exit(3)
+elif mode == "probe":
+    import socket
+
+    def attempt(what: str, action) -> None:
+        try:
+            action()
+            print(f"ok {what}")
+        except OSError as error:
+            print(f"denied {what} ({type(error).__name__})")
+
+    for path in args:
+        attempt(f"read {path}", lambda path=path: Path(path).read_bytes())
+    for command in (["git", "status", "--porcelain"], ["git", "diff", "--stat"]):
+        done = subprocess.run(command, capture_output=True, text=True)
+        print(f"{'ok' if done.returncode == 0 else 'failed'} {' '.join(command)} {done.stderr.strip()[:200]}")
+
+    def connect() -> None:
+        with socket.create_connection(("127.0.0.1", int(os.environ["STANDIN_PORT"])), timeout=10) as conn:
+            if conn.recv(4) != b"pong":
+                raise OSError("no pong")
+
+    attempt("connect", connect)
+    home = Path.home()
+    attempt("write ~/.claude/probe", lambda: (home / ".claude" / "probe").write_text("state"))
+    attempt("write ~/.gitconfig", lambda: (home / ".gitconfig").write_text("[alias]\n  x = !true\n"))
+    attempt("write tmp", lambda: Path(os.environ["TMPDIR"], "scratch").write_text("t"))
+    source = Path("train.py").read_text()
+    Path("train.py").write_text(source.replace("MATRIX_LR = 0.005", "MATRIX_LR = 0.02", 1))
+    Path(os.environ["AUTORESEARCH_DESCRIPTION_FILE"]).write_text("probed the sandbox (from the stand-in CLI)\n")
 elif mode == "env":
     print("env check")
     print("\n".join(sorted(os.environ)))

@@ -53,17 +53,15 @@ def test_a_cli_that_edits_another_file_leaves_that_for_validation_to_reject(cont
     assert git(context.worktree, "status", "--porcelain") == "M prepare.py"  # the loop rejects exactly this
 
 
-def test_a_hanging_cli_is_killed_with_its_child_at_the_limit(context, tmp_path, monkeypatch):
-    child_pid_file = tmp_path / "child.pid"
-    monkeypatch.setenv("STANDIN_CHILD_PID", str(child_pid_file))
+def test_a_hanging_cli_is_killed_with_its_child_at_the_limit(context):
     proposer = CommandProposer(standin("hang"), timeout=2.0, kill_grace=1.0)
     with pytest.raises(Exception, match="ran past its limit of 2 s and was killed") as raised:
         proposer.propose(context)
-    child = int(child_pid_file.read_text())
-    assert not pid_alive(child)
     usage, transcript = Usage(), []
     absorb_partial(raised.value, usage, transcript)
     assert transcript[-1]["timed_out"] is True and not usage.cost_known
+    child = int(transcript[-1]["content"].split()[1])  # "child <pid>"
+    assert not pid_alive(child)
 
 
 def test_a_failing_cli_and_a_committing_cli_fail_the_proposal(context):
@@ -80,14 +78,21 @@ def test_the_environment_withholds_keys_the_program_does_not_need(context, monke
     monkeypatch.setenv("OPENAI_API_KEY", "secret-o")
     monkeypatch.setenv("AUTORESEARCH_DATA_DIR", "/data")
     monkeypatch.setenv("MY_TOKEN", "t")
+    monkeypatch.setenv("MY_SETTING", "s")
     proposal = CommandProposer(standin("env")).propose(context)
     seen = set(proposal.transcript[-1]["content"].split())
-    assert {"AUTORESEARCH_BRIEFING", "AUTORESEARCH_DESCRIPTION_FILE", "MY_TOKEN", "PATH"} <= seen
-    assert not seen & {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "AUTORESEARCH_DATA_DIR"}
-    environ = {"ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "o", "AUTORESEARCH_MODEL": "m", "HOME": "/h"}
-    assert set(agent_environment(environ, "claude -p")) == {"ANTHROPIC_API_KEY", "HOME"}
-    assert set(agent_environment(environ, "FOO=1 /usr/bin/codex exec -")) == {"OPENAI_API_KEY", "HOME"}
-    assert set(agent_environment(environ, "aider", allowed=["OPENAI_API_KEY"])) == {"OPENAI_API_KEY", "HOME"}
+    assert {"AUTORESEARCH_BRIEFING", "AUTORESEARCH_DESCRIPTION_FILE", "MY_SETTING", "PATH"} <= seen
+    assert not seen & {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "AUTORESEARCH_DATA_DIR", "MY_TOKEN",
+                       "AUTORESEARCH_SANDBOX"}  # credentials (childenv) and the launcher's policy stay out
+    environ = {"ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "o", "AUTORESEARCH_MODEL": "m", "HOME": "/h",
+               "CLAUDE_CODE_OAUTH_TOKEN": "c", "CODEX_API_KEY": "x", "GITHUB_TOKEN": "g"}
+    python = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}  # childenv's settings for every child
+    assert set(agent_environment(environ, "claude -p")) == {"ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "HOME",
+                                                            *python}
+    assert set(agent_environment(environ, "FOO=1 /usr/bin/codex exec -")) == {"OPENAI_API_KEY", "CODEX_API_KEY",
+                                                                             "HOME", *python}
+    assert set(agent_environment(environ, "aider", allowed=["OPENAI_API_KEY", "GITHUB_TOKEN"])) == {
+        "OPENAI_API_KEY", "GITHUB_TOKEN", "HOME", *python}
     assert program_of("FOO=1 BAR=2 claude -p") == "claude" and program_of("'unclosed") is None
 
 

@@ -86,11 +86,13 @@ def test_acceptance_five_trials_with_the_openai_agent(tmp_path: Path, run_datase
 def test_a_night_with_a_coding_agent_cli(tmp_path: Path, run_dataset: Path) -> None:
     """A stand-in CLI edits train.py, then edits another file (rejected), then hangs (killed at the limit)."""
     project = make_project(tmp_path)
-    plan = tmp_path / "plan.txt"
+    home = tmp_path / "home"  # the stand-in keeps its state in ~/.standin, as a CLI does: the sandbox allows that
+    plan = home / ".standin" / "plan.txt"
+    plan.parent.mkdir(parents=True)
     plan.write_text("edit 'MATRIX_LR = 0.005' 'MATRIX_LR = 0.03'\nother\nother\nother\nhang\n")
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))} plan"
     code, output = run(project, run_dataset, "--agent", "command", "--agent-command", command,
-                       "--agent-timeout", "3", "--max-trials", "4", STANDIN_PLAN=str(plan))
+                       "--agent-timeout", "3", "--max-trials", "4", STANDIN_PLAN=str(plan), HOME=str(home))
     assert code == 0, output
     records = check_records_and_git(project, "t")
     assert [r.status for r in records] == ["keep", "keep", "rejected", "rejected"], \

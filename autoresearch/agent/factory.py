@@ -63,7 +63,8 @@ def _has_key() -> bool:
 
 def create_proposer(name: str, *, model: str | None = None, seed: int = 0, notes_path: Path | None = None,
                     prices: Prices | None = None, command: str | None = None,
-                    command_timeout: float | None = None, allowed_env: tuple[str, ...] = ()) -> Proposer:
+                    command_timeout: float | None = None, allowed_env: tuple[str, ...] = (),
+                    data_dir: Path | None = None) -> Proposer:
     """The proposer called `name`; `model` falls back to $AUTORESEARCH_MODEL, then the agent's default."""
     if name == "auto":
         name = "claude" if _has_key() else "offline"
@@ -84,7 +85,8 @@ def create_proposer(name: str, *, model: str | None = None, seed: int = 0, notes
     if name == "command":
         from autoresearch.agent.command import DEFAULT_TIMEOUT, CommandProposer
 
-        return CommandProposer(command or "", timeout=command_timeout or DEFAULT_TIMEOUT, allowed_env=allowed_env)
+        return CommandProposer(command or "", timeout=command_timeout or DEFAULT_TIMEOUT, allowed_env=allowed_env,
+                               data_dir=data_dir)  # the dataset its sandbox closes
     if name == "offline":
         from autoresearch.agent.offline import OfflineProposer
 
@@ -100,7 +102,7 @@ def proposer_for(config: RunConfig, notes_path: Path | None = None) -> Proposer:
     allowed = tuple((config.agent_env or "").split(","))
     return create_proposer(config.agent, model=config.model, seed=config.seed, notes_path=notes_path,
                            prices=prices, command=config.agent_command, command_timeout=config.agent_timeout,
-                           allowed_env=allowed)
+                           allowed_env=allowed, data_dir=config.data_dir)
 
 
 def prepare_proposer(config: RunConfig, proposer: Proposer | None, *, notes_path: Path | None = None) -> Proposer:
