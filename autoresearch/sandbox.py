@@ -26,8 +26,9 @@ and the compile cache.
 A coding-agent CLI (`--agent command`) gets `agent_policy`, applied by agent/cli_launch.py before
 its shell starts: it reads and writes the worktree it edits, its private scratch directory and
 the per-tool entries of `~` (dot-entries such as ~/.claude, ~/.codex, ~/.config/<tool>; git's
-global configuration, the shell's start-up files, ~/.ssh and ~/.local/{bin,lib} only read, since
-programs outside the sandbox run or trust them); reads the repository's `.git` and writes only the
+global configuration, the shell's start-up files, ~/.ssh, ~/.local/{bin,lib} and whatever holds a
+Python or program path, such as ~/.pyenv, only read, since programs outside the sandbox run or
+trust them); reads the repository's `.git` and writes only the
 worktree's own part of it; reads the Python, system and program paths (its interpreter and
 packages); may open TCP connections (its API). It reads nothing of the dataset, of the run
 directory but the worktree, or of the user's checkout. What that leaves open: the repository's
@@ -220,15 +221,18 @@ def _forms(path: str) -> tuple[str, str]:
     return path, os.path.realpath(path)
 
 
-def _home_grants(home: str, entries: Iterable[str], config_dirs: Iterable[str],
-                 forbidden: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+def _home_grants(home: str, entries: Iterable[str], config_dirs: Iterable[str], forbidden: Sequence[str],
+                 trusted: Iterable[str] = ()) -> tuple[list[str], list[str], list[str]]:
     """Split `entries` of `home` (and `config_dirs` anywhere) into (read, write, dropped).
 
     An entry that contains or lies inside a forbidden path is dropped; one that is, holds or lies inside an
-    AGENT_HOME_READ_ONLY path is readable only (its other children, when listed, get their own
-    verdict); any other is readable and writable. An entry outside `home`, or `home` itself, is dropped.
+    AGENT_HOME_READ_ONLY path or a `trusted` one (the Python and program paths: the harness runs
+    them outside the sandbox — a `.pth` file in site-packages, a `git` early on $PATH) is readable
+    only (its other children, when listed, get their own verdict); any other is readable and
+    writable. An entry outside `home`, or `home` itself, is dropped.
     """
-    protected = [form for name in AGENT_HOME_READ_ONLY for form in _forms(os.path.join(home, name))]
+    guarded = [*(os.path.join(home, name) for name in AGENT_HOME_READ_ONLY), *trusted]
+    protected = [form for path in guarded for form in _forms(path)]
     inside = [_absolute(entry) for entry in entries]
     outside = [entry for entry in inside if entry == home or not _is_within(entry, home)]
     candidates = [entry for entry in inside if entry not in outside] + [_absolute(path) for path in config_dirs]
@@ -257,14 +261,15 @@ def agent_policy(*, abi: int, worktree: str | os.PathLike, scratch: str | os.Pat
     installation: its interpreter and packages) that contain no private root; reads and writes
     the per-tool entries of `home` (`~/.claude`, `~/.codex`, `~/.config/...`: `home_entries`, and
     `config_dirs` such as $CODEX_HOME) that contain no private root, except AGENT_HOME_READ_ONLY
-    ones, which it only reads. It may open TCP connections (it talks to its API). It reads nothing
+    ones and those around a Python or program path (~/.pyenv, ~/.cargo/bin), which it only reads. It may open TCP connections (it talks to its API). It reads nothing
     of the dataset directory, of the run directory but its worktree, or of the user's checkout.
     """
     data = _absolute(data_dir)
     home_dir = _absolute(home)
     forbidden = [*(_absolute(root) for root in private_roots), data, *forbidden_data(data)]
     readable, dropped = _without_parents_of([*python_paths, *program_paths, *system_read], forbidden)
-    home_read, home_write, home_dropped = _home_grants(home_dir, home_entries, config_dirs, forbidden)
+    trusted = [path for path in readable if _is_within(path, home_dir)]
+    home_read, home_write, home_dropped = _home_grants(home_dir, home_entries, config_dirs, forbidden, trusted)
     scratch_dir = _absolute(scratch)
     read = [*readable, *(_absolute(path) for path in git_read), *home_read]
     write = [_absolute(worktree), scratch_dir, *(_absolute(path) for path in git_write), *home_write, *SYSTEM_WRITE]

@@ -8,8 +8,10 @@ dataset under the autoresearch cache; a home directory with per-tool configurati
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from run_fixtures import git, make_project
 
 from autoresearch import sandbox
+from autoresearch.agent import cli_launch
 from autoresearch.agent.base import HistoryRow, ProposalContext
 from autoresearch.agent.command import CommandProposer
 
@@ -124,12 +127,16 @@ def test_without_landlock_the_cli_runs_as_before_and_the_transcript_says_so(nigh
 @needs_landlock
 def test_a_cli_that_redirects_git_is_caught_and_the_pointer_restored(night):
     dot_git = night.worktree / ".git"
-    original = dot_git.read_text()
+    commondir = night.project / ".git" / "worktrees" / "worktree" / "commondir"
+    original, original_common = dot_git.read_text(), commondir.read_text()
     fake = night.worktree / "fake-git"
-    command = f"mkdir {fake} && printf 'gitdir: {fake}\\n' > .git && echo redirected"
-    with pytest.raises(Exception, match="changed git's own files"):
+    command = (f"printf '{fake}\\n' > {commondir} && mkdir {fake} && printf 'gitdir: {fake}\\n' > .git "
+               "&& echo redirected")
+    with pytest.raises(Exception, match="changed git's own files") as raised:
         CommandProposer(command, data_dir=night.data).propose(night.context())
-    assert dot_git.read_text() == original
+    assert str(dot_git) in str(raised.value) and str(commondir) in str(raised.value)
+    assert dot_git.read_text() == original and commondir.read_text() == original_common
+    assert git(night.worktree, "rev-parse", "--git-common-dir") == str(night.project / ".git")
 
 
 # --- The pure rules, with hand-written expectations (no path below /nowhere exists) ------------------
@@ -141,19 +148,20 @@ def test_the_agent_policy_opens_the_worktree_git_tools_and_home_config_and_nothi
         abi=7, worktree=f"{home}/proj/runs/t/worktree", scratch="/nowhere/tmp/agent-1",
         data_dir=f"{home}/.cache/autoresearch/datasets/tiny",
         private_roots=[f"{home}/proj/runs/t", f"{home}/proj", f"{home}/.cache/autoresearch"],
-        python_paths=["/nowhere/venv/lib/python3.11/site-packages", home, f"{home}/proj"],
-        program_paths=["/nowhere/node/bin", "/nowhere/node", "/nowhere"],
+        python_paths=["/nowhere/venv/lib/python3.11/site-packages", home, f"{home}/proj", f"{home}/.pyenv/lib"],
+        program_paths=["/nowhere/node/bin", "/nowhere/node", "/nowhere", f"{home}/.cargo/bin"],
         git_read=[f"{home}/proj/.git"], git_write=[f"{home}/proj/.git/worktrees/worktree"], home=home,
         home_entries=[f"{home}/.cache", f"{home}/.cache/autoresearch", f"{home}/.cache/pip", f"{home}/.claude",
                       f"{home}/.claude.json", f"{home}/.config", f"{home}/.config/git", f"{home}/.config/tool",
                       f"{home}/.gitconfig", f"{home}/.bashrc", f"{home}/.local", f"{home}/.local/lib",
-                      f"{home}/.local/share", home, "/nowhere/other/.hidden"],
+                      f"{home}/.local/share", f"{home}/.pyenv", f"{home}/.cargo", home, "/nowhere/other/.hidden"],
         config_dirs=["/nowhere/codex-home"], devices=["/dev/null"], system_read=("/usr", "/etc"))
     assert policy.mode == "landlock-v7" and policy.abi == 7 and policy.no_network is False
     assert policy.tmp_dir == "/nowhere/tmp/agent-1/tmp"
-    assert policy.read == ("/nowhere/venv/lib/python3.11/site-packages", "/nowhere/node/bin", "/nowhere/node",
-                           "/usr", "/etc", f"{home}/proj/.git", f"{home}/.config", f"{home}/.config/git",
-                           f"{home}/.gitconfig", f"{home}/.bashrc", f"{home}/.local", f"{home}/.local/lib")
+    assert policy.read == ("/nowhere/venv/lib/python3.11/site-packages", f"{home}/.pyenv/lib", "/nowhere/node/bin",
+                           "/nowhere/node", f"{home}/.cargo/bin", "/usr", "/etc", f"{home}/proj/.git",
+                           f"{home}/.config", f"{home}/.config/git", f"{home}/.gitconfig", f"{home}/.bashrc",
+                           f"{home}/.local", f"{home}/.local/lib", f"{home}/.pyenv", f"{home}/.cargo")
     assert policy.write == (f"{home}/proj/runs/t/worktree", "/nowhere/tmp/agent-1",
                             f"{home}/proj/.git/worktrees/worktree", f"{home}/.cache/pip", f"{home}/.claude",
                             f"{home}/.claude.json", f"{home}/.config/tool", f"{home}/.local/share",
@@ -218,3 +226,13 @@ def test_links_in_etc_that_lead_outside_the_system_paths_are_found(tmp_path):
     (etc / "zone").write_text("UTC")
     (etc / "gone").symlink_to(run / "missing")
     assert sandbox.system_link_targets(str(etc), system_read=(str(etc),)) == [str(run / "stub-resolv.conf")]
+
+
+def test_the_launcher_refuses_a_policy_it_cannot_apply_in_one_line():
+    env = {**os.environ, sandbox.ENV_POLICY: "not json"}
+    done = subprocess.run([sys.executable, cli_launch.__file__, "echo ran"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: isolation: could not apply the sandbox:") and done.stderr.count("\n") == 1
+    usage = subprocess.run([sys.executable, cli_launch.__file__], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage:" in usage.stderr

@@ -287,9 +287,11 @@ class CommandProposer:
             env[sandbox.ENV_POLICY] = policy.to_json()
             transcript[0]["isolation"] = policy.mode
             pointers = snapshot(git_pointer_paths(worktree, git_places(worktree)[0]))
-            run = run_command(self.command, cwd=worktree, stdin_path=briefing_path, env=env, timeout=self.timeout,
-                              scratch=scratch, kill_grace=self.kill_grace)
-            redirected = restore(pointers)  # before the harness runs git in the worktree again
+            try:
+                run = run_command(self.command, cwd=worktree, stdin_path=briefing_path, env=env,
+                                  timeout=self.timeout, scratch=scratch, kill_grace=self.kill_grace)
+            finally:  # on Ctrl-C too: before the harness runs git in the worktree again
+                redirected = restore(pointers)
             written = description_path.read_text(encoding="utf-8", errors="replace") \
                 if description_path.is_file() else ""
         if context.trial_dir is not None:
