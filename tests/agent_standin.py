@@ -66,6 +66,7 @@ elif mode == "probe":
             print(f"ok {what}")
         except OSError as error:
             print(f"denied {what} ({type(error).__name__})")
+            print(error, file=sys.stderr)  # "[Errno 13] Permission denied: '...'", as a CLI reports it
 
     for path in args:
         attempt(f"read {path}", lambda path=path: Path(path).read_bytes())

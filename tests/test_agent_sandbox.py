@@ -91,16 +91,18 @@ def server_port(monkeypatch: pytest.MonkeyPatch):
     thread.join(timeout=5)
 
 
-def probe(night: Night) -> tuple[str, list[str]]:
+def probe(night: Night) -> tuple[str, list[str], list[str]]:
     command = " ".join(shlex.quote(part) for part in
                        (sys.executable, str(STANDIN), "probe", *(str(path) for path in night.secrets())))
     proposal = CommandProposer(command, data_dir=night.data).propose(night.context())
-    return proposal.description, proposal.transcript[-1]["content"].splitlines()
+    answer = proposal.transcript[-1]
+    return proposal.description, answer["content"].splitlines(), answer.get("denied", [])
 
 
 @needs_landlock
 def test_the_cli_cannot_read_data_records_weights_or_the_checkout_but_edits_and_connects(night, server_port):
-    description, lines = probe(night)
+    description, lines, denied = probe(night)
+    assert {"val.bin", "holdout.bin", "trials.jsonl", "model.pt", "program.md"} <= set(denied)  # in the transcript
     for secret in night.secrets():
         assert f"denied read {secret} (PermissionError)" in lines, (secret, lines)
     assert "ok connect" in lines  # TCP to its API stays open

@@ -303,8 +303,8 @@ class CommandProposer:
                            "seconds": round(run.seconds, 3)})
         denied = sorted({name for line in (run.stdout + "\n" + run.stderr).splitlines()
                          if (name := sandbox.denial_in_line(line, policy))})
-        if denied:
-            transcript.append({"role": "harness", "event": "denied", "names": denied})
+        if denied:  # the sandbox stopped it (harmless: nothing was read); the record says what it tried
+            transcript[-1]["denied"] = denied
         if redirected:
             raise AgentCommandError(f"the agent command changed git's own files ({', '.join(redirected)}); they "
                                     "were restored; it must only edit train.py")
