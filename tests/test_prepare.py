@@ -98,10 +98,10 @@ def test_tokenizer_agrees_with_the_layout_reader(prepare, tiny_dataset):
     assert tokenizer.decode(torch.tensor(ids)) == text
     assert tokenizer.get_vocab_size() == spec.vocab_size == 320
     assert tokenizer.get_bos_token_id() == spec.bos_id
-    assert tokenizer.encode(text, prepend="<|bos|>") == [spec.bos_id, *ids]
+    assert tokenizer.encode(text, prepend="<|reserved_0|>") == [spec.bos_id, *ids]
     bo = reference.encode_ordinary("Bo")
     assert tokenizer.encode([text, "Bo"], prepend=spec.bos_id) == [[spec.bos_id, *ids], [spec.bos_id, *bo]]
-    assert tokenizer.encode("<|bos|>") != [spec.bos_id]  # special-token text in input stays text
+    assert tokenizer.encode("<|reserved_0|>") != [spec.bos_id]  # special-token text in input stays text
     token_bytes = prepare.get_token_bytes()
     assert token_bytes.dtype == torch.int32
     assert token_bytes.tolist() == layout.read_token_bytes(tiny_dataset).tolist()

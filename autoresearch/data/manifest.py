@@ -33,7 +33,9 @@ from autoresearch.atomic import write_json_atomic
 from autoresearch.data import layout
 from autoresearch.errors import UserError
 
-FORMAT_VERSION = 1
+# 2: the reference's tokenizer recipe (four special tokens, 1 B training characters) and byte
+#    counts (UTF-8 of each decoded token). Format-1 datasets are refused; `prepare` rebuilds them.
+FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "vocab_size", "bos_id", "token_dtype", "splits", "files")
 
 
@@ -126,6 +128,23 @@ class _Digests:
             pass
 
 
+def check_format(dataset_dir: Path, manifest: dict) -> None:
+    """A UserError unless the manifest is of the format this version reads (old ones are never mixed in)."""
+    found = manifest.get("format_version")
+    if found != FORMAT_VERSION:
+        raise UserError(f"dataset {dataset_dir} has format {found}, this version reads {FORMAT_VERSION} "
+                        f"(tokenizer, byte counts and validation rows follow the reference since format 2); "
+                        f"run `{rebuild_command(dataset_dir, manifest)}` to rebuild it")
+
+
+def rebuild_command(dataset_dir: Path, manifest: dict) -> str:
+    """The prepare command that rebuilds this dataset from the source it was built from."""
+    source = (manifest.get("parameters") or {}).get("source") or {}
+    spec = source.get("path") if source.get("kind") == "local" else source.get("kind")
+    dataset = f" --dataset {spec}" if spec and spec != contract.DEFAULT_DATASET else ""  # climbmix: the default
+    return f"autoresearch prepare{dataset} --name {Path(dataset_dir).name} --force"
+
+
 def verify_dataset(dataset_dir: Path, check_hashes: bool = True, hash_cache: Path | None = None) -> dict:
     """The manifest of a complete, intact dataset; a UserError naming the problem otherwise.
 
@@ -147,9 +166,7 @@ def verify_dataset(dataset_dir: Path, check_hashes: bool = True, hash_cache: Pat
     missing_keys = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing_keys:
         raise UserError(f"{dataset_dir / layout.MANIFEST} lacks {', '.join(missing_keys)}; {rerun}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise UserError(f"dataset {dataset_dir} has format {manifest['format_version']}, this version reads "
-                        f"{FORMAT_VERSION}; {rerun}")
+    check_format(dataset_dir, manifest)
     digests = _Digests(dataset_dir, hash_cache if check_hashes else None)
     for name in data_files(dataset_dir):
         path = dataset_dir / name
