@@ -63,7 +63,7 @@ _from_numpy = torch.from_numpy
 _torch_load = torch.load
 
 PACKING_VERSION = 2  # 2: the reference's best-fit rows (autoresearch.data.evalrows)
-PREPARE_FUNCTIONS = ("evaluate_bpb", "make_dataloader", "Tokenizer", "_eval_rows", "_open_split")
+PREPARE_FUNCTIONS = ("evaluate_bpb", "make_dataloader", "Tokenizer", "_eval_rows", "_eval_pieces", "_open_split")
 __all__ = ["FAILURE_KINDS", "EvalResult", "bits_per_byte", "causality_probe", "main", "pack_eval_rows", "score"]
 
 @dataclass

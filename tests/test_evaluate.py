@@ -370,3 +370,12 @@ def test_run_evaluator_kills_its_process_group_when_interrupted(tmp_path, tiny_d
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert _processes_naming(str(train_py)) == []
+
+
+def test_the_score_does_not_depend_on_the_batch_size(tiny_dataset, token_bytes):
+    """The rows are packed once, then cut into batches: any batch size scores the same tokens."""
+    rows = evaluate.pack_eval_rows(tiny_dataset, "val", SEQ_LEN, 1000, cache=False)  # 31 rows: no size divides it
+    model = Bigram(len(token_bytes))
+    scores = {size: evaluate.bits_per_byte(model, rows, token_bytes, size) for size in (1, 4, 7, 31, 64)}
+    assert len({(score.tokens, score.bytes) for score in scores.values()}) == 1
+    assert max(score.bpb for score in scores.values()) - min(score.bpb for score in scores.values()) < 1e-12

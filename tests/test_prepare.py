@@ -71,6 +71,9 @@ def test_env_names_and_defaults_agree_with_the_contract(monkeypatch):
     assert module.SEED == 42 and module.TRAIN_ONLY is False
     assert contract.dataset_dir() == module.DATA_DIR
     assert module.BOS_TOKEN == layout.BOS_TOKEN
+    from autoresearch.data.manifest import FORMAT_VERSION
+
+    assert module.FORMAT_VERSION == FORMAT_VERSION  # prepare.py refuses what the harness refuses
 
     monkeypatch.setenv(contract.ENV_DATASET, "other")
     monkeypatch.setenv(contract.ENV_MAX_SEQ_LEN, "128")
