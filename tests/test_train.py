@@ -216,6 +216,8 @@ def test_sliding_window_masks_agree_with_a_naive_attention(train_module):
     expected = scores.softmax(-1) @ v
     bands = train_module.sliding_window_bands(T, window, "cpu")
     assert len(bands.bands) > 2 and all(m is None or m.shape[1] < T for _, _, _, m in bands.bands)  # no (T, T) mask
+    dense = train_module.attend(q, k, v, train_module.sliding_window_mask(T, window, "cpu"))
+    assert torch.allclose(dense, expected, atol=1e-5)
     sdpa = train_module.attend(q, k, v, bands)
     flex = train_module.attend(q, k, v, train_module.sliding_window_block_mask(T, window, "cpu"))
     assert torch.allclose(sdpa, expected, atol=1e-5) and torch.allclose(flex, expected, atol=1e-5)
@@ -454,3 +456,15 @@ def test_the_cast_leaves_cpu_numerics_bit_identical(train_module, monkeypatch):
         monkeypatch.setattr(train_module, "norm", lambda x: torch.nn.functional.rms_norm(x, (x.size(-1),)))
         without_cast = model(idx)
     assert torch.equal(with_cast, without_cast)
+
+
+def test_at_the_default_context_no_layer_builds_a_t_by_t_mask(train_module):
+    config = train_module.GPTConfig(sequence_len=2048, vocab_size=64, n_layer=4, n_head=1, n_embd=8,
+                                    window_pattern="SSSL")
+    with torch.device("meta"):
+        model = train_module.GPT(config)
+    masks = model.attention_masks(2048, torch.device("cpu"))
+    assert masks[-1] is None  # the last layer: full causal context
+    assert all(isinstance(mask, train_module.WindowBands) for mask in masks[:3])
+    assert max(band_mask.numel() for mask in masks[:3] for *_, band_mask in mask.bands if band_mask is not None) \
+        < 2048 * 2048 // 4
