@@ -108,9 +108,6 @@ def apply_rotary(x, cos, sin):
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
 
 
-BANDS_FROM_WINDOW = 256  # shorter windows: one SDPA with a (T, T) mask measured faster on CPU (bench/RESULTS.md)
-
-
 def sliding_window_mask(seq_len, window, device):
     """Boolean (T, T) mask for SDPA, True where query i may attend key j: j <= i < j + window."""
     i = torch.arange(seq_len, device=device)[:, None]
@@ -159,7 +156,7 @@ def attend(q, k, v, mask):
 
     Everything here ships with PyTorch, so a trial downloads nothing:
     - None: full causal context -> SDPA with is_causal (FlashAttention / cuDNN kernels on CUDA);
-    - WindowBands: a sliding window of BANDS_FROM_WINDOW keys or more without torch.compile (CPU,
+    - WindowBands: a sliding window of GPT.bands_from_window keys or more without torch.compile (CPU,
       MPS, and the harness's evaluator) -> one SDPA per band of queries over the keys it can
       reach, no (T, T) mask;
     - a boolean tensor: a shorter window without torch.compile -> SDPA with that (T, T) mask;
@@ -232,6 +229,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    bands_from_window = 256  # shorter windows: one SDPA with a (T, T) mask measured faster on CPU (bench/RESULTS.md)
+
     def __init__(self, config):
         super().__init__()
         self.config = config
@@ -307,7 +306,7 @@ class GPT(nn.Module):
                     masks.append(None)
                 elif self.use_flex_attention:
                     masks.append(sliding_window_block_mask(seq_len, window, device))
-                elif window >= BANDS_FROM_WINDOW:
+                elif window >= self.bands_from_window:
                     masks.append(sliding_window_bands(seq_len, window, device))
                 else:
                     masks.append(sliding_window_mask(seq_len, window, device))
