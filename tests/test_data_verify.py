@@ -120,3 +120,12 @@ def test_an_unreadable_cache_is_rebuilt(dataset: Path, tmp_path: Path, counted_h
     verify_dataset(dataset, hash_cache=cache)
     assert len(counted_hashing) == len(manifest_module.data_files(dataset))
     assert json.loads(cache.read_text())  # rewritten whole
+
+
+def test_run_refuses_a_dataset_of_the_old_format(dataset: Path, tmp_path: Path) -> None:
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest["format_version"] = 1  # prepared before the reference's scoring: never scored with the new rows
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    result = start_run(make_project(tmp_path / "project"), dataset)
+    assert_refused(result, "has format 1, this version reads 2")
+    assert "autoresearch prepare" in result.stderr and "--force" in result.stderr
