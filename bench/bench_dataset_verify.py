@@ -5,9 +5,12 @@
 The dataset: the docs corpus (../shared/data/docs-corpus, or $AUTORESEARCH_SHARED_DATA/docs-corpus)
 prepared for real (`prepare_dataset` on its parquet files, vocab 2048), then SCALED: its train.bin
 is repeated (and train.docs.npy extended to match) until the dataset holds --gigabytes, and the
-manifest is sealed again, so verification has that many bytes to hash. The default 1.5 GB is an
-estimate of the climbmix default (10 train shards + val + holdout), from the dataset's name:
-400 B tokens over 6,543 shards is about 61 M tokens a shard, 2 bytes a token, 12 shards.
+manifest is sealed again, so verification has that many bytes to hash. The default 1.5 GB is
+near an estimate of the climbmix default (10 train shards + val + holdout): its shards hold about
+250 M characters each (karpathy/nanochat, dev/repackage_data_reference.py); at the docs corpus's
+3.34 characters a token at vocab 8192 (bench/RESULTS.md: 61.5 M characters, 18.4 M tokens) that is
+about 75 M tokens, 150 MB at 2 bytes a token, so about 1.8 GB for 12 shards (an estimate, not a
+measurement of climbmix).
 
 Timed, best of --repeats (the files are in the page cache after the first read; the cold-disk
 case is not measured, it would need dropping the machine's caches):

@@ -23,7 +23,9 @@ Where the harness differs from the reference, on purpose, and where it cannot kn
 - the reference reads its chunks of 128 within each parquet row group, so a row group whose size
   is not a multiple of 128 ends in a shorter chunk. The prepared split does not keep row-group
   boundaries; a split is chunked as one group. The rows are identical when every row group of the
-  val shard holds a multiple of 128 documents (the docs corpus: 1024 per group);
+  val shard holds a multiple of 128 documents: climbmix's shards were written with row groups of
+  1024 and a multiple of 1024 documents per shard (karpathy/nanochat,
+  dev/repackage_data_reference.py), and so was the docs corpus;
 - `prepare` drops empty and whitespace-only documents; the reference keeps them (a lone BOS).
 
 Speed: the choice runs over integer keys in one sorted list, (length << 32) | (2**32 - 1 -
