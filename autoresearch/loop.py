@@ -406,10 +406,11 @@ class Night:
             raise UserError(f"no prepared dataset at {data_dir}; run `autoresearch prepare` "
                             "(or pass --dataset / set AUTORESEARCH_DATA_DIR)")
         try:
-            from autoresearch.data.manifest import verify_dataset
+            from autoresearch.data.manifest import default_hash_cache, verify_dataset
         except ImportError:  # the data package is optional for this check
             return
-        verify_dataset(data_dir, check_hashes=False)
+        # every byte is hashed once; later starts re-read only files whose stat changed
+        verify_dataset(data_dir, check_hashes=True, hash_cache=default_hash_cache(data_dir))
 
     def _acquire_lock(self) -> None:
         acquire_run_lock(self.run_dir)
