@@ -87,18 +87,21 @@ def test_a_night_with_a_coding_agent_cli(tmp_path: Path, run_dataset: Path) -> N
     """A stand-in CLI edits train.py, then edits another file (rejected), then hangs (killed at the limit)."""
     project = make_project(tmp_path)
     plan = tmp_path / "plan.txt"
-    plan.write_text("edit 'MATRIX_LR = 0.005' 'MATRIX_LR = 0.03'\nother\nother\nother\nhang\n")
+    plan.write_text("edit 'MATRIX_LR = 0.005' 'MATRIX_LR = 0.03'\nother\nother\nother\nhang\n"
+                    "edit 'MATRIX_LR = 0.03' 'MATRIX_LR = 0.02'\n")
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))} plan"
     code, output = run(project, run_dataset, "--agent", "command", "--agent-command", command,
                        "--agent-timeout", "3", "--max-trials", "4", STANDIN_PLAN=str(plan))
     assert code == 0, output
     records = check_records_and_git(project, "t")
-    assert [r.status for r in records] == ["keep", "keep", "rejected", "rejected"], \
+    # the hang is an agent error: recorded, but not counted toward --max-trials (nothing was tried)
+    assert [r.status for r in records][:4] == ["keep", "keep", "rejected", "rejected"], \
         [(r.status, r.failure_reason) for r in records]
+    assert len(records) == 5 and records[3].extra.get("agent_error") and records[4].status in ("keep", "discard")
     assert records[1].description == "MATRIX_LR = 0.005 -> MATRIX_LR = 0.03 (from the stand-in CLI)"
     assert "prepare.py" in records[2].failure_reason
     assert "ran past its limit of 3 s and was killed" in records[3].failure_reason
-    assert (plan.parent / "plan.txt.n").read_text() == "5"  # one edit, three tries at the other file, one hang
+    assert (plan.parent / "plan.txt.n").read_text() == "6"  # an edit, three tries at another file, a hang, an edit
     run_dir = project / "runs" / "t"
     assert "from the stand-in CLI" in (run_dir / "trial-0001" / "agent.log").read_text()
     assert "prepare.py" not in git(run_dir / "worktree", "status", "--porcelain")
