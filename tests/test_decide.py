@@ -54,6 +54,8 @@ def test_integrity_comes_first_and_an_unrestorable_change_stops_the_run() -> Non
     assert failure.reason == "integrity: train.py modified prepare.py, README.md"
     assert failure.note == "Worktree files were restored; train.py must not change other files."
     assert "stops_run" not in failure.extra
+    tracked_only = judge(trained(), SCORED, [], ["README.md"])  # a tracked file the guard does not fingerprint
+    assert tracked_only is not None and tracked_only.reason == "integrity: train.py modified README.md"
 
     dataset = Change("dataset", Path("/data/val.bin"), "val.bin")
     failure = judge(trained(), SCORED, [dataset])
