@@ -25,10 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from autoresearch import trust
 from autoresearch.ledger import CRASH, DISCARD, INTERRUPTED, KEEP, STATUSES, TrialRecord
+
+if TYPE_CHECKING:
+    from autoresearch.runconfig import RunConfig
 
 KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL = "baseline", "noise floor", "proposal"  # the kinds of trial
 DEFAULT_CRASH_LOG = "train.log"  # a crashed trial's log in its trial directory, unless its record names another
@@ -45,11 +48,9 @@ class HistorySettings:
     max_repairs: int  # repair attempts after a crash
 
     @classmethod
-    def of(cls, config: object) -> HistorySettings:
-        """The settings from a RunConfig (or anything with the same attributes)."""
-        return cls(seed=int(config.seed), noise_runs=int(config.noise_runs),  # type: ignore[attr-defined]
-                   noise_sigmas=float(config.noise_sigmas), min_delta=float(config.min_delta),  # type: ignore[attr-defined]
-                   max_repairs=int(config.max_repairs))  # type: ignore[attr-defined]
+    def of(cls, config: RunConfig) -> HistorySettings:
+        return cls(seed=config.seed, noise_runs=config.noise_runs, noise_sigmas=config.noise_sigmas,
+                   min_delta=config.min_delta, max_repairs=config.max_repairs)
 
 
 @dataclass
@@ -244,6 +245,12 @@ class History:
         if pending:
             return KIND_NOISE, pending[0]
         return KIND_PROPOSAL, self.settings.seed
+
+    def next_spec(self) -> TrialSpec:
+        """The next trial to hand out: its number, kind and seed, the best commit as its parent, its repair attempt."""
+        kind, seed = self.next_kind()
+        plan = self.repair_plan() if kind == KIND_PROPOSAL else None
+        return TrialSpec(self.next_trial(), kind, seed, self.best.commit, plan.attempt if plan else 0)
 
     def repair_plan(self) -> RepairPlan | None:
         """The repair the next proposal makes, decided by the last record: a proposal that crashed.

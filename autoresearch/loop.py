@@ -288,6 +288,7 @@ class Night:
 
     @records.setter
     def records(self, records: list[TrialRecord]) -> None:
+        """The records as resuming rebuilt them (`_reconcile`): the history starts again from them."""
         self.history = History.of(records, self.history.settings, self.state.get("baseline_commit", ""))
 
     @property

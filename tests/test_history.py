@@ -67,6 +67,7 @@ def test_noise_floor_with_a_failed_seed_runs_that_seed_again() -> None:
     run = run.add(noise(2, 43, DISCARD, 1.002))
     assert run.pending_noise_seeds() == [44]
     assert run.next_kind() == (KIND_NOISE, 44) and run.next_trial() == 3
+    assert run.next_spec() == TrialSpec(trial=3, kind=KIND_NOISE, seed=44, parent=BASE)
     assert run.noise_failures(43) == 1  # a failure stays counted after the seed scored
 
     run = run.add(noise(3, 44, INTERRUPTED))
@@ -111,6 +112,7 @@ def test_a_repair_chain_goes_back_to_its_first_crash_and_stops_after_max_repairs
     run = run.add(record(3, CRASH, commit="c3", repair_attempt=1, extra={"crash_log": "confirm-1/train.log"}))
     assert run.repair_plan() == RepairPlan(crashed_trial=2, crashed_commit="c3", attempt=2, last_trial=3,
                                            crash_log="confirm-1/train.log")
+    assert run.next_spec() == TrialSpec(trial=4, kind=KIND_PROPOSAL, seed=42, parent=BASE, repair_attempt=2)
     run = run.add(record(4, CRASH, commit="c4", repair_attempt=2))
     assert run.repair_plan() is None  # --max-repairs 2 spent: the next proposal is fresh
     assert run.next_kind() == (KIND_PROPOSAL, 42)
