@@ -123,7 +123,8 @@ def run(
     eval_tokens: Annotated[int | None, typer.Option(
         help="Validation tokens scored per trial (default: the evaluator's).", show_default=False)] = None,
     startup_allowance: Annotated[float | None, typer.Option(
-        help="Seconds past the budget before training is killed (default: 120).", show_default=False)] = None,
+        help="Seconds past the budget before training is killed (default: 600 for the baseline, then "
+        "max(60, 3 x its cold start-up)).", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed given to train.py (default: 42).",
                                              show_default=False)] = None,
     noise_runs: Annotated[int | None, typer.Option(
@@ -140,8 +141,10 @@ def run(
     quarantine_floor: Annotated[float | None, typer.Option(
         help="Gains (bpb) at or below this are never quarantined (default: 0.01).", show_default=False)] = None,
     overhead_tolerance: Annotated[float | None, typer.Option(
-        help="Seconds of start-up beyond the baseline's before a trial is rejected (default: 30).",
-        show_default=False)] = None,
+        help="Seconds of start-up beyond the reference (the baseline's cold or warm start-up) before a trial "
+        "is rejected (default: from the measured start-up noise, at least 5).", show_default=False)] = None,
+    require_isolation: Annotated[bool, typer.Option(
+        "--require-isolation", help="Refuse to start unless the kernel sandbox (Landlock) is available.")] = False,
     holdout: Annotated[bool | None, typer.Option(
         "--holdout/--no-holdout", help="Score the baseline and the best on the holdout split when the run "
         "ends (default: on).", show_default=False)] = None,
@@ -162,7 +165,8 @@ def run(
              "seq_len": seq_len, "eval_tokens": eval_tokens, "startup_allowance": startup_allowance,
              "seed": seed, "noise_runs": noise_runs, "noise_sigmas": noise_sigmas, "confirm_runs": confirm_runs,
              "quarantine_factor": quarantine_factor, "quarantine_floor": quarantine_floor,
-             "overhead_tolerance": overhead_tolerance, "holdout": holdout}
+             "overhead_tolerance": overhead_tolerance, "holdout": holdout,
+             "require_isolation": require_isolation or None}
     flags |= {"agent_command": agent_command, "agent_timeout": agent_timeout}
     config = load_config(flags, project_dir=Path(project_dir) if project_dir else None)
     view = make_view()

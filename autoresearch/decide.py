@@ -3,9 +3,10 @@
 `judge` says why a run of a trial does not count (a `Failure`: its status, the reason for the
 record, a note for the agent) or None, from values the loop measured: the training result, the
 evaluator's verdict, the guarded files that changed (integrity.py) and the other tracked files
-of the worktree that changed, and what start-up is measured against (`StartUp`: the baseline's). The checks come in the order they
-matter: the integrity of the measurement first, then how training ended, its start-up beyond the
-baseline's (`overhead_failure`), the evaluator's verdict, and a val_bpb train.py claimed.
+of the worktree that changed, and what start-up is measured against (`StartUp`: the baseline's
+cold and warm start-ups). The checks come in the order they matter: the integrity of the
+measurement first, then how training ended, its start-up beyond the reference
+(`overhead_failure`, trust.startup_rule), the evaluator's verdict, and a val_bpb train.py claimed.
 
 The keep decision (the rules are trust.py's) comes in two pure steps around the only side
 effect, the confirmation runs: `screen_first_run` decides the baseline, a noise-floor run and a
@@ -62,30 +63,35 @@ def claimed_score_failure(claimed: float | None, measured: float) -> Failure | N
 
 @dataclass(frozen=True)
 class StartUp:
-    """What a trial's start-up (its process's wall clock beyond the budget) is measured against."""
+    """What a trial's start-up (its process's wall clock beyond the budget) is measured against (trust.py's rule)."""
 
-    baseline_training_seconds: float | None  # the baseline's process wall clock (None before it trained)
+    baseline_training_seconds: float | None  # the baseline's first run, a cold compile (None before it trained)
+    warm_training_seconds: Sequence[float]  # the baseline's noise-floor runs (warm compile cache)
+    cold: bool  # the trial changes what is compiled (trust.compiles_cold): compared with the cold figure
     budget: float  # --budget, seconds
-    tolerance: float  # --overhead-tolerance, seconds
+    tolerance: float | None  # --overhead-tolerance, seconds; None: from the warm runs' measured noise
 
 
 def overhead_failure(training: runner.TrainingResult, kind: str, startup: StartUp) -> Failure | None:
-    """Training work outside train.py's own clock: more start-up than the baseline's, past a tolerance.
+    """Training work outside train.py's own clock: more start-up than the reference allows (trust.startup_rule).
 
     The harness's wall clock around the process minus the budget is the start-up (and
-    shut-down) a trial spends outside its timer; the baseline's is the yardstick.
+    shut-down) a trial spends outside its timer. The baseline's first run (a fresh compile
+    cache) is the cold yardstick, its noise-floor runs the warm one; a trial that changes what
+    is compiled is compared with the cold one.
     """
     baseline_seconds, budget = startup.baseline_training_seconds, startup.budget
     if kind == KIND_BASELINE or training.status != runner.OK or baseline_seconds is None:
         return None
-    allowed = max(0.0, baseline_seconds - budget) + startup.tolerance
+    rule = trust.startup_rule(cold_startup=max(0.0, baseline_seconds - budget),
+                              warm_startups=[max(0.0, seconds - budget) for seconds in startup.warm_training_seconds],
+                              cold=startup.cold, tolerance=startup.tolerance)
     outside = training.seconds - budget
-    if outside <= allowed:
+    if outside <= rule.allowed:
         return None
     reason = (f"time: train.py's process ran {training.seconds:.1f} s, {outside:.1f} s beyond its {budget:g} s "
-              f"budget; the baseline's start-up was {max(0.0, baseline_seconds - budget):.1f} s and "
-              f"the tolerance is {startup.tolerance:g} s (--overhead-tolerance): training work "
-              "outside the budget's clock (before its timer starts, or after it ends) does not count")
+              f"budget, more than the {rule.allowed:.1f} s allowed: {rule.words}. Training work outside the "
+              "budget's clock (before its timer starts, or after it ends) does not count")
     return Failure(REJECTED, reason, "Do all training inside TIME_BUDGET, measured from the start of the run.")
 
 

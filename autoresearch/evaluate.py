@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from autoresearch.errors import UserError
 from autoresearch.launch import ENV_HARNESS_PID
 
 STARTED_MODEL_MARKER = "autoresearch-evaluate: importing train.py"  # after it, failures are the model's
+EVALUATOR_KILL_GRACE = 0.5  # seconds a stopped evaluator gets before its supervisor sweeps
 FAILURE_KINDS = ("causality", "tamper", "model_error", "weights_error", "timeout")
 
 # Names of the scoring program (scoring.py, which imports torch) reachable from this module.
@@ -86,27 +87,50 @@ class EvalResult:
 
 def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str = "val", tokens: int | None = None,
                   seq_len: int | None = None, batch_size: int | None = None, device: str = "auto",
-                  timeout: float = 600.0, log_path: Path | None = None, env: dict | None = None) -> EvalResult:
+                  timeout: float = 600.0, log_path: Path | None = None, env: dict | None = None,
+                  private_roots: tuple[Path, ...] = (), compile_cache: Path | None = None) -> EvalResult:
     """Score a trial in a fresh `python -m autoresearch.evaluate` process; kill it past `timeout`.
 
     Returns the verdict (failure_kind "timeout" when killed, "model_error" when the process died
     without one after train.py was imported). Raises UserError when the evaluator could not even
     start on its own terms (bad arguments, missing dataset): that is the harness's problem, not
     the trial's. Its stdout and stderr go to `log_path`.
+
+    The evaluator runs under supervise.py (no process train.py's module code starts outlives the
+    evaluation), with the environment of every harness child (childenv.py: no credentials) and,
+    where Landlock is available, the evaluator's sandbox (sandbox.py), which scoring.py applies
+    once the rows are in memory: the worktree, the weights, Python, its scratch directory, and
+    nothing of the dataset. `private_roots` (the run directory, the checkout) are never readable.
+    The compile caches (inductor, Triton, CUDA) go to `compile_cache`, else to the scratch directory.
     """
+    from autoresearch import childenv, runner, sandbox, supervise
+
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autoresearch-eval-") as scratch:
         json_out = Path(scratch) / "verdict.json"
         log_file = Path(log_path) if log_path is not None else Path(scratch) / "evaluate.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "autoresearch.evaluate", "--train-py", str(Path(train_py).resolve()),
-                   "--weights", str(Path(weights).resolve()), "--data-dir", str(Path(data_dir).resolve()),
-                   "--split", split, "--device", device, "--json-out", str(json_out)]
+        train_py, weights = Path(train_py).resolve(), Path(weights).resolve()
+        compile_cache = Path(compile_cache) if compile_cache is not None else Path(scratch) / "compile-cache"
+        command = [sys.executable, supervise.__file__, sys.executable, "-m", "autoresearch.evaluate",
+                   "--train-py", str(train_py), "--weights", str(weights),
+                   "--data-dir", str(Path(data_dir).resolve()), "--split", split, "--device", device,
+                   "--json-out", str(json_out)]
         for flag, value in (("--tokens", tokens), ("--seq-len", seq_len), ("--batch-size", batch_size)):
             if value is not None:
                 command += [flag, str(value)]
+        policy = sandbox.evaluator_policy(
+            abi=sandbox.landlock_abi(), worktree=train_py.parent, weights=weights, scratch=scratch,
+            data_dir=Path(data_dir).resolve(), compile_cache=compile_cache, python_paths=sandbox.python_paths(),
+            private_roots=[Path(root) for root in private_roots], devices=sandbox.device_files())
+        marker = uuid.uuid4().hex
+        caches = {  # the cache must be writable under the sandbox: never ~/.cache
+            "TORCHINDUCTOR_CACHE_DIR": str(compile_cache / "torch-compile"), "TRITON_CACHE_DIR": str(compile_cache / "triton"),
+            "CUDA_CACHE_PATH": str(compile_cache / "cuda")}
         # on Linux the evaluator asks to die with us (say, when we are SIGKILLed)
-        child_env = {**os.environ, **(env or {}), ENV_HARNESS_PID: str(os.getpid())}
+        child_env = childenv.child_env({**caches, **(env or {}), ENV_HARNESS_PID: str(os.getpid()),
+                                        sandbox.ENV_POLICY: policy.to_json(), runner.ENV_TRIAL_MARKER: marker,
+                                        supervise.ENV_KILL_GRACE: f"{EVALUATOR_KILL_GRACE:g}"})
         with open(log_file, "w") as log:
             # a neutral working directory: the harness package must come from its install, never
             # from a folder next to the trial's train.py
@@ -115,15 +139,19 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
             try:
                 returncode = process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(process)
+                _kill_group(process, marker)
                 log.write(f"\n[autoresearch] evaluator killed after {timeout:.0f}s\n")
                 return EvalResult(ok=False, split=split, bpb=None, loss_nats=None, tokens=0, bytes=0,
                                   causal_ok=None, failure_kind="timeout",
                                   reason=f"evaluation ran past its {timeout:.0f}s limit and was killed",
                                   seconds=round(time.perf_counter() - started, 3))
             except BaseException:  # interrupted (Ctrl-C) while waiting: the evaluator must not outlive us
-                _kill_group(process)
+                _kill_group(process, marker)
                 raise
+            stuck = _kill_group(process, marker)  # whatever train.py's module code left behind
+            if stuck:
+                log.write(f"\n[autoresearch] process(es) {', '.join(map(str, stuck))} did not die after SIGKILL "
+                          "(uninterruptible sleep?); going on without them\n")
         if json_out.is_file():
             try:
                 return EvalResult.from_dict(json.loads(json_out.read_text()))
@@ -141,12 +169,15 @@ def run_evaluator(train_py: Path, weights: Path, data_dir: Path, *, split: str =
                           seconds=round(time.perf_counter() - started, 3))
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        process.kill()
-    process.wait()
+def _kill_group(process: subprocess.Popen, marker: str = "") -> list[int]:
+    """End the evaluator and everything it started; every wait bounded. The pids that would not die.
+
+    The supervisor (our unreaped child, so its group id is ours) sweeps its descendants on SIGTERM;
+    the group gets SIGKILL after that, and processes carrying the evaluation's marker last.
+    """
+    from autoresearch import runner
+
+    return runner.stop_supervised(process, process.pid, marker, grace=EVALUATOR_KILL_GRACE)
 
 
 if __name__ == "__main__":

@@ -192,6 +192,12 @@ class History:
         return sum(1 for record in self.records if record.extra.get("noise_floor") and record.seed == seed
                    and record.status not in (DISCARD, INTERRUPTED))
 
+    def noise_floor_training_seconds(self) -> tuple[float, ...]:
+        """The harness's clock around each scored noise-floor run: the warm start-ups' yardstick (trust.startup_rule)."""
+        return tuple(record.training_seconds for record in self.records
+                     if record.extra.get("noise_floor") and record.status in (KEEP, DISCARD)
+                     and record.training_seconds is not None)
+
     def noise_floor(self) -> dict | None:
         """run.json's `noise_floor`: the baseline's seeds and scores, the std, the threshold (None below two runs)."""
         runs = self.baseline_runs()

@@ -113,7 +113,8 @@ def score_trial(run_dir: Path, record: TrialRecord, state: dict, *, evaluator: E
         result = (evaluator or _default_evaluator())(
             Path(scratch) / "train.py", weights, Path(data_dir), split="holdout", tokens=config.get("eval_tokens"),
             seq_len=config.get("seq_len"), device=device or config.get("device") or "auto", timeout=timeout,
-            log_path=trial_dir / HOLDOUT_LOG, env={"PYTHONDONTWRITEBYTECODE": "1"})
+            log_path=trial_dir / HOLDOUT_LOG, private_roots=(Path(run_dir).resolve(),),  # env: childenv.py
+            compile_cache=Path(run_dir).resolve() / "compile-cache")
     payload = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
     atomic.write_json_atomic(trial_dir / HOLDOUT_JSON, payload)
     if not getattr(result, "ok", False):

@@ -11,7 +11,8 @@ watched across training, so train.py cannot plant or alter it.
 
 What this does not protect against: a change that restores size and mtime (os.utime) to a token
 file, a change made and undone within one trial, changes to files outside these lists (the user's
-own checkout, other Python packages, torch), or reading something it should not (see launch.py).
+own checkout, other Python packages, torch), or reading something it should not (sandbox.py and
+launch.py are for that; under Landlock the worktree and the dataset are read-only to the trial).
 Worktree files are restored from git by the loop; a changed package or dataset cannot be restored
 from here, so the loop stops the run instead.
 """

@@ -1,9 +1,11 @@
-"""Start `train.py` under a guard: `python -m autoresearch.launch train.py [args...]`.
+"""Start `train.py` sandboxed and guarded: `python -m autoresearch.launch train.py [args...]`.
 
-The runner starts training through this wrapper, by its file path (`python .../launch.py
-train.py`, the same thing) so that a worktree which itself contains an `autoresearch/` directory
-cannot shadow the installed harness. Before running train.py as `__main__` (with
-runpy, from train.py's own directory, as `python train.py` would), it installs an audit hook
+The runner starts training through this wrapper (under supervise.py), by its file path
+(`python .../launch.py train.py`, the same thing) so that a worktree which itself contains an
+`autoresearch/` directory cannot shadow the installed harness. Before running train.py as
+`__main__` (with runpy, from train.py's own directory, as `python train.py` would), it applies
+the sandbox the harness put in $AUTORESEARCH_SANDBOX (sandbox.py: Landlock, which binds this
+process and every process it starts, whatever route they take to a file), then installs an audit hook
 (`sys.addaudithook`, PEP 578) that watches the process. $AUTORESEARCH_PROTECTED_PATHS lists the
 dataset's validation and holdout files (joined with os.pathsep; an entry ending in `*` is a name
 prefix, used for the evaluator's cache of packed validation rows, `eval-rows-*`). The process
@@ -21,12 +23,14 @@ validation data <path>` on stderr, when it:
 `os._exit` is used so that no `try/except` in train.py can swallow it. The evaluator installs
 the same hook (with its own message) before it imports train.py.
 
-What this does not protect against: code that opens files without going through Python (C
-extensions or ctypes calling libc directly), what child processes do (the hook lives in this
-interpreter only; only their command lines are checked), a hard link or copy made before the run
-or by another program, a command line that builds the name inside a shell (`cat v"al.bin"`), or
-reaching the data over the network. It is a tripwire for honest mistakes and casual cheating, not
-a sandbox; the harness's own evaluator and the holdout split are the real defence.
+Under Landlock the hook is a second line that gives the clearest reason for Python-level
+attempts; the kernel is what stops the rest. Where Landlock is unavailable (mode `audit-hook`),
+the hook alone stands, and what it does not protect against is: code that opens files without
+going through Python (C extensions or ctypes calling libc directly), what child processes do (the
+hook lives in this interpreter only; only their command lines are checked), a hard link or copy
+made before the run or by another program, a command line that builds the name inside a shell
+(`cat v"al.bin"`), or reaching the data over the network. It is a tripwire for honest mistakes and
+casual cheating, not a sandbox.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import runpy
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from autoresearch.sandbox import apply_from_environment as apply_sandbox  # noqa: F401 - scoring.py calls it too
 
 ENV_PROTECTED_PATHS = "AUTORESEARCH_PROTECTED_PATHS"
 ENV_HARNESS_PID = "AUTORESEARCH_HARNESS_PID"  # the runner's pid: training dies with it (Linux)
@@ -124,8 +130,8 @@ def install_guard(protected: list[str], *, message: str = INTEGRITY_MESSAGE,
 def die_with_harness() -> None:
     """On Linux, ask for SIGKILL when the harness dies (say, SIGKILLed): no training outlives it.
 
-    Only this process gets the signal; processes it starts are killed on resume (the runner
-    records the process group).
+    Only this process gets the signal; under supervise.py, $AUTORESEARCH_HARNESS_PID names the
+    supervisor, which sweeps every other process of the trial.
     """
     parent = os.environ.get(ENV_HARNESS_PID, "")
     if not parent.isdigit() or not sys.platform.startswith("linux"):
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     script = Path(argv[0]).resolve()
     die_with_harness()
+    apply_sandbox()  # ends the process (exit 2, one line) if the policy cannot be applied
     install_guard(os.environ.get(ENV_PROTECTED_PATHS, "").split(os.pathsep))
     sys.argv = [str(script), *argv[1:]]
     sys.path[0] = str(script.parent)  # `import prepare` finds the worktree's prepare.py

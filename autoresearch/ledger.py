@@ -64,6 +64,7 @@ class TrialRecord:
     tokens: dict[str, int] = field(default_factory=dict)  # input, output, cache_read, cache_write
     cost_usd: float = 0.0
     train_py_sha256: str = ""  # sha256 of the trial's train.py: no source is tried twice in a run
+    isolation: str = ""  # the sandbox its code ran under: "landlock-v7" or "audit-hook" ("": none of it ran)
     extra: dict = field(default_factory=dict)  # anything a later version adds
 
     @classmethod

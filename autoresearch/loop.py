@@ -22,10 +22,11 @@ the order `Night.run_trial` takes the steps:
      (runner.py, launch.py);
   6. score the saved weights with the harness's evaluator (evaluate.py);
   7. judge (`decide.judge`): nothing guarded changed (integrity.py), training neither read the
-     validation data, crashed, ran out of time nor ran more than --overhead-tolerance seconds of
-     start-up beyond the baseline's (work outside its own clock), the evaluator found no tampering
-     or look-ahead, and train.py claimed no val_bpb the evaluator did not measure; every violation
-     is `rejected` with its reason, restored, and told to the agent in its next context;
+     validation data, crashed, ran out of time nor took more start-up than the baseline's allows
+     (its cold start-up for a trial that changes what is compiled, else its noise-floor runs' warm
+     one, plus a tolerance: trust.startup_rule; work outside its own clock), the evaluator found no
+     tampering or look-ahead, and train.py claimed no val_bpb the evaluator did not measure; every
+     violation is `rejected` with its reason, restored, and told to the agent in its next context;
   8. decide (`decide.screen_first_run`, then `decide.conclude`; the rules are trust.py's): the
      first run must beat the best commit's mean by more than the keep threshold (max(--min-delta,
      --noise-sigmas x noise std)); a candidate is trained and scored again with `--confirm-runs`
@@ -67,7 +68,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import atomic, contract, decide, ledger, runner
+from autoresearch import atomic, childenv, contract, decide, ledger, runner, sandbox, trust
 from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage, absorb_partial
 from autoresearch.decide import Failure
 from autoresearch.errors import UserError
@@ -405,12 +406,9 @@ class Night:
 
     def _reconcile(self) -> None:
         """Make records, refs and the worktree agree after any kind of stop, then load the state."""
-        stale_group = self.run_dir / TRAINING_GROUP_FILE
-        if stale_group.exists():  # a harness killed during training: its training may still run
-            with contextlib.suppress(OSError, ValueError):
-                if runner.kill_stale_group(int(stale_group.read_text().strip())):
-                    self.emit(NOTE, message="killed the training left running by the previous session")
-            stale_group.unlink(missing_ok=True)
+        note = runner.kill_recorded_training(self.run_dir / TRAINING_GROUP_FILE)  # only if still ours
+        if note:
+            self.emit(NOTE, message=note)
         ledger.close_torn_lines(self.run_dir)
         log = ledger.read_trials(self.run_dir)
         if log.torn_lines:
@@ -614,6 +612,7 @@ class Night:
         record = TrialRecord(trial=number, status=INTERRUPTED, description=description, parent=self.best.commit,
                              commit="", started_at=utc_now(), ended_at="", seed=seed,
                              repair_attempt=repair.attempt if repair else 0)
+        record.isolation = sandbox.isolation_mode()  # what protects this trial, whether or not its code runs
         if kind == KIND_BASELINE:
             record.extra["baseline"] = True
         elif kind == KIND_NOISE:
@@ -760,6 +759,8 @@ class Night:
         finally:
             record.tokens = usage.as_tokens()
             record.cost_usd = usage.cost_usd
+            if not usage.cost_known:  # tokens from a model without prices: cost_usd is only the priced part
+                record.extra["cost_unknown"] = True
             record.agent_seconds = agent_seconds
             atomic.write_json_atomic(trial_dir / "transcript.json",
                                      {"trial": record.trial, "messages": transcript})
@@ -812,12 +813,16 @@ class Night:
 
     def _training_env(self, trial_dir: Path, seed: int) -> dict[str, str]:
         config = self.config
-        env = {name: value for name, value in os.environ.items() if not name.startswith("ANTHROPIC_")}
         data_dir = Path(config.data_dir or contract.dataset_dir())
         protected = [str(data_dir / f"{split}{suffix}")
                      for split in ("val", "holdout") for suffix in (".bin", ".docs.npy")]
         protected.append(str(data_dir / "eval-rows-*"))  # the evaluator's packed validation rows
-        env.update({
+        cache = self.run_dir / "compile-cache"  # run-private: the baseline's first run compiles cold
+        policy = sandbox.training_policy(
+            abi=sandbox.landlock_abi(), worktree=self.workspace.path, trial_dir=trial_dir, data_dir=data_dir,
+            compile_cache=cache, python_paths=sandbox.python_paths(), private_roots=[self.run_dir, self.project.path],
+            devices=sandbox.device_files())
+        env = childenv.child_env({
             contract.ENV_TIME_BUDGET: f"{config.budget:g}",
             contract.ENV_SEED: str(seed),
             contract.ENV_DATA_DIR: str(data_dir),
@@ -827,8 +832,10 @@ class Night:
             contract.ENV_TRAIN_ONLY: "1",
             contract.ENV_EVAL_TOKENS: str(config.eval_tokens or contract.DEFAULT_EVAL_TOKENS),
             "AUTORESEARCH_PROTECTED_PATHS": os.pathsep.join(protected),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
+            sandbox.ENV_POLICY: policy.to_json(),
+            "TORCHINDUCTOR_CACHE_DIR": str(cache / "torch-compile"),
+            "TRITON_CACHE_DIR": str(cache / "triton"),
+            "CUDA_CACHE_PATH": str(cache / "cuda"),
         })
         env.pop(contract.ENV_DATASET, None)  # the data dir is explicit
         return env
@@ -843,13 +850,14 @@ class Night:
         def on_progress(progress: runner.Progress) -> None:
             self.emit(PROGRESS, record.trial, **dataclasses.asdict(progress))
 
-        def on_start(pgid: int) -> None:
-            self.active_training_group = pgid
-            atomic.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, f"{pgid}\n")
+        def on_start(identity: runner.ProcessIdentity) -> None:
+            self.active_training_group = identity  # type: ignore[assignment]
+            record.isolation = sandbox.isolation_mode()
+            atomic.write_text_atomic(self.run_dir / TRAINING_GROUP_FILE, identity.to_json() + "\n")
 
         result = runner.run_training(
             self.workspace.path / "train.py", env=self._training_env(trial_dir, seed), log_path=trial_dir / "train.log",
-            wall_limit=self.config.wall_limit, on_progress=on_progress, on_start=on_start,
+            wall_limit=self._wall_limit(), on_progress=on_progress, on_start=on_start,
             should_stop=lambda: self.stop.requested, kill_grace=self.config.kill_grace)
         self.active_training_group = None
         (self.run_dir / TRAINING_GROUP_FILE).unlink(missing_ok=True)
@@ -868,6 +876,8 @@ class Night:
         record.peak_memory_gb = round(vram_mb / 1024, 3) if vram_mb is not None else None  # claimed by train.py
         if result.summary:
             record.extra["claimed"] = result.summary
+        if result.unkilled:  # processes that did not die after SIGKILL (stuck in the kernel): on the record
+            record.extra["unkilled"] = list(result.unkilled)
         if result.last_progress is not None:
             record.extra["last_step"] = result.last_progress.step
         claimed = record.claimed_training_seconds
@@ -885,7 +895,7 @@ class Night:
                 self.workspace.path / "train.py", trial_dir / WEIGHTS_FILE, Path(self.config.data_dir or ""),
                 split="val", tokens=self.config.eval_tokens, seq_len=self.config.seq_len,
                 device=self.config.device, timeout=self.config.eval_timeout, log_path=trial_dir / "eval.log",
-                env={"PYTHONDONTWRITEBYTECODE": "1"})
+                private_roots=(self.run_dir, self.project.path), compile_cache=self.run_dir / "compile-cache")
         record.evaluation_seconds = round(spent + time.monotonic() - clock, 3)  # all seeds
         payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(vars(result))
         atomic.write_json_atomic(trial_dir / "eval.json", payload)
@@ -898,17 +908,31 @@ class Night:
         # Any other tracked file of the worktree changed counts too (new untracked files are just cleaned).
         tracked = [name for name in self.workspace.changed_files()
                    if name not in guarded and self._is_tracked(name)]
-        return decide.judge(training, evaluation, changes, tracked, kind, self._startup())
+        return decide.judge(training, evaluation, changes, tracked, kind, self._startup(kind, training))
 
     def _overhead_failure(self, training: runner.TrainingResult, kind: str) -> Failure | None:
-        """Training work outside train.py's own clock beyond the baseline's start-up (decide.overhead_failure)."""
-        return decide.overhead_failure(training, kind, self._startup())
+        """Training work outside train.py's own clock: more start-up than the reference allows (decide.py, trust.py)."""
+        return decide.overhead_failure(training, kind, self._startup(kind, training))
 
-    def _startup(self) -> decide.StartUp:
-        """What a trial's start-up is measured against: the baseline's, the budget, --overhead-tolerance."""
+    def _startup(self, kind: str, training: runner.TrainingResult) -> decide.StartUp:
+        """What a trial's start-up is measured against: the baseline's cold and warm start-ups, the tolerance.
+
+        A proposal that trained and changes what is compiled (trust.compiles_cold: its train.py
+        against the baseline's) is compared with the cold one.
+        """
         baseline = self.history.baseline_record()
-        return decide.StartUp(baseline.training_seconds if baseline else None, self.config.budget,
+        cold = kind == KIND_PROPOSAL and training.status == runner.OK and baseline is not None and trust.compiles_cold(
+            self.workspace.show(baseline.commit, "train.py"), (self.workspace.path / "train.py").read_text("utf-8"))
+        return decide.StartUp(baseline.training_seconds if baseline else None,
+                              self.history.noise_floor_training_seconds(), cold, self.config.budget,
                               self.config.overhead_tolerance)
+
+    def _wall_limit(self) -> float:
+        """Budget plus start-up allowance: --startup-allowance, else from the baseline's cold start-up (trust.py)."""
+        baseline = self.history.baseline_record()
+        cold = None if baseline is None or baseline.training_seconds is None else \
+            max(0.0, baseline.training_seconds - self.config.budget)
+        return self.config.budget + trust.startup_allowance(self.config.startup_allowance, cold)
 
     def _apply(self, record: TrialRecord, failure: Failure, prefix: str = "", run_dir: str = "") -> None:
         """A failed run on the record: its status and reason (the crash log under `run_dir`), the agent's note."""
@@ -1034,10 +1058,8 @@ class Night:
         The view is not closed (its lock may be held by the interrupted main thread): the
         terminal's cursor is shown again directly.
         """
-        group = self.active_training_group
-        if group is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            runner.kill_now(self.active_training_group)  # type: ignore[arg-type]
         with contextlib.suppress(Exception):
             runner.kill_child_groups(grace=0.0)
         with contextlib.suppress(Exception):

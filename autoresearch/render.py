@@ -101,11 +101,25 @@ def headline_lines(report: RunReport) -> list[tuple[str, str]]:
     lines.append(("holdout", _holdout_text(report)))
     lines.append(("noise floor", _noise_text(report)))
     if report.source == "run":
+        lines.append(("isolation", _isolation_text(report)))
+    if report.source == "run":
         lines.append(("time", _time_text(report)))
         lines.append(("tokens", _usage_text(report)))
     else:
         lines.append(("time", "not recorded in a results.tsv"))
     return lines
+
+
+def _isolation_text(report: RunReport) -> str:
+    """`landlock-v7` (every trial), or each mode with its count, or that the records do not say."""
+    modes = report.isolation
+    if not modes:
+        return "not recorded"
+    if len(modes) == 1:
+        mode = next(iter(modes))
+        return mode + ("  ⚠ only the audit hook: child processes and C code were not confined"
+                       if mode == "audit-hook" else "")
+    return " · ".join(f"{mode}: {count} trial{'s' if count != 1 else ''}" for mode, count in sorted(modes.items()))
 
 
 def _holdout_text(report: RunReport) -> str:
@@ -163,7 +177,11 @@ def _usage_text(report: RunReport) -> str:
               if key not in dict(names) and value]
     if not parts:
         parts.append("none recorded")
-    return " · ".join(parts) + f" · cost ${report.cost_usd:.2f}"
+    cost = f" · cost ${report.cost_usd:.2f}"
+    if report.cost_unknown_trials:
+        unknown = report.cost_unknown_trials
+        cost += f" + unknown for {unknown} trial{'s' if unknown != 1 else ''} (a model without prices)"
+    return " · ".join(parts) + cost
 
 
 def _config_line(report: RunReport) -> str:

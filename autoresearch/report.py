@@ -159,6 +159,8 @@ class RunReport:
     pending_trials: list[int]  # trial directories with no record yet (a trial in progress)
     warnings: list[str] = field(default_factory=list)
     holdout: dict | None = None  # run.json's `holdout`: baseline and best on holdout, and the flag
+    cost_unknown_trials: int = 0  # trials whose agent used a model without prices (their cost is not in cost_usd)
+    isolation: dict[str, int] = field(default_factory=dict)  # sandbox mode -> trials whose code ran under it
 
     @property
     def plot_path(self) -> Path:
@@ -405,6 +407,7 @@ def _summarize(run_dir: Path, tag: str, source: str, run_info: dict, records: li
         gain=gain, gain_pct=gain_pct, noise_floor=noise_floor,
         time=_time_breakdown(ordered, run_info),
         tokens=tokens, cost_usd=round(sum(_finite(r.cost_usd) or 0.0 for r in ordered), 6),
+        cost_unknown_trials=sum(1 for r in ordered if (r.extra or {}).get("cost_unknown")),
         trials=trials,
         kept=[KeptChange(trial=r.trial, description=r.description, val_bpb=_finite(r.val_bpb),
                          delta=summaries[r.trial].delta, commit=r.commit,
@@ -413,7 +416,18 @@ def _summarize(run_dir: Path, tag: str, source: str, run_info: dict, records: li
         programs=_program_stretches(trials, baseline_val),
         pending_trials=pending, warnings=warnings,
         holdout=run_info.get("holdout") if isinstance(run_info.get("holdout"), dict) else None,
+        isolation=_isolation_counts(ordered),
     )
+
+
+def _isolation_counts(records: list[ledger.TrialRecord]) -> dict[str, int]:
+    """How many trials ran under each sandbox mode (`landlock-v7`, `audit-hook`); trials that ran no code are left out."""
+    counts: dict[str, int] = {}
+    for record in records:
+        mode = getattr(record, "isolation", "") or record.extra.get("isolation") or ""
+        if mode:
+            counts[mode] = counts.get(mode, 0) + 1
+    return counts
 
 
 def _trial_summaries(ordered: list[ledger.TrialRecord], baseline) -> list[TrialSummary]:

@@ -68,7 +68,7 @@ class RunConfig:
     min_delta: float = 0.0  # keep only when val_bpb < best - min_delta
     max_repairs: int = 2  # repair attempts after a crash
     resume: bool = False
-    startup_allowance: float = 120.0  # seconds past the budget before training is killed
+    startup_allowance: float | None = None  # seconds past the budget before training is killed (None: trust.py's rule)
     eval_timeout: float = 600.0
     seed: int = 42
     proposal_retries: int = 2  # extra tries when a proposal is invalid
@@ -78,7 +78,8 @@ class RunConfig:
     confirm_runs: int = 1  # extra seeds a candidate keep is trained with before it is kept (0: none)
     quarantine_factor: float = 10.0  # a gain above this x the largest kept gain so far ...
     quarantine_floor: float = 0.01  # ... and above this (bpb) must repeat under another seed (factor 0: off)
-    overhead_tolerance: float = 30.0  # seconds of start-up beyond the baseline's before a trial is rejected
+    overhead_tolerance: float | None = None  # seconds of start-up beyond the reference (None: from its measured noise)
+    require_isolation: bool = False  # refuse to start without the kernel sandbox (sandbox.py)
     holdout: bool = True  # score the baseline and the best on the holdout split when the run ends
     baseline_knobs: dict = field(default_factory=dict)  # knob values committed before the baseline (the demo)
     guard_package: bool = True  # fingerprint the autoresearch package around trials (off only in tests
@@ -86,7 +87,9 @@ class RunConfig:
 
     @property
     def wall_limit(self) -> float:
-        return self.budget + self.startup_allowance
+        from autoresearch.trust import startup_allowance
+
+        return self.budget + startup_allowance(self.startup_allowance, None)
 
     def summary(self) -> dict:
         """The settings recorded in run.json."""
@@ -94,7 +97,7 @@ class RunConfig:
                 "device", "dataset", "data_dir",
                 "seq_len", "eval_tokens", "min_delta", "max_repairs", "startup_allowance", "seed", "baseline_knobs",
                 "noise_runs", "noise_sigmas", "confirm_runs", "quarantine_factor", "quarantine_floor",
-                "overhead_tolerance", "holdout")
+                "overhead_tolerance", "holdout", "require_isolation")
         values = asdict(self)
         return {key: (str(values[key]) if isinstance(values[key], Path) else values[key]) for key in keys}
 
@@ -106,7 +109,7 @@ _INTS = {"max_trials", "seq_len", "eval_tokens", "max_repairs", "seed", "proposa
          "confirm_runs"}
 _STRINGS = {"tag", "agent", "model", "device", "dataset", "agent_command", "agent_env"}
 _PATHS = {"data_dir"}
-_BOOLS = {"holdout"}
+_BOOLS = {"holdout", "require_isolation"}
 SETTABLE = _FLOATS | _INTS | _STRINGS | _PATHS | _BOOLS
 
 
@@ -264,6 +267,12 @@ def _check(config: RunConfig, sources: dict[str, str]) -> None:
     for name, value in non_negative.items():
         if value is not None and value < 0:
             fail(name, f"must not be negative (got {value:g})")
+    if config.require_isolation:
+        from autoresearch.sandbox import isolation_refusal
+
+        refusal = isolation_refusal()
+        if refusal:
+            fail("require_isolation", refusal)
     if config.agent not in AGENTS:
         fail("agent", f"{config.agent!r} is not one of {', '.join(AGENTS)}")
     if config.agent == "command" and not (config.agent_command or "").strip():

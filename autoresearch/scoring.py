@@ -456,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
+    launch.apply_sandbox()  # the rows are in memory: from here on, no dataset file is readable
     # train.py's prepare.py must see the same dataset, context length and rules as the harness.
     os.environ[contract.ENV_DATA_DIR] = str(data_dir)
     os.environ[contract.ENV_MAX_SEQ_LEN] = str(seq_len)

@@ -1,6 +1,6 @@
 """Keep decisions above the noise: the noise floor, the keep threshold, confirmation and quarantine.
 
-Pure functions over numbers (no files, git or processes), so that each rule is tested on its own;
+Pure functions over numbers and sources (no files, git or processes), so that each rule is tested on its own;
 the loop (loop.py) gathers the numbers from the records and asks these. Lower val_bpb is better;
 a *gain* is the reference's val_bpb minus the candidate's (positive is better).
 
@@ -24,6 +24,12 @@ The rules, as the records and the report state them:
   largest gain kept so far, or the threshold before anything was kept, and more than
   `quarantine_floor`) needs at least one confirmation run even with --confirm-runs 0, and every
   confirmation run must repeat at least half of the first run's gain.
+- Start-up. The harness's clock around train.py minus the budget is start-up; beyond the
+  reference plus a tolerance it is training outside the clock (`startup_rule`). The reference is
+  the baseline's cold start-up (a fresh run-private compile cache) for a trial that changes what is
+  compiled (`compiles_cold`), else the slowest warm start-up of the noise-floor runs; the
+  tolerance is max(5 s, 4 x the warm start-ups' std, 0.5 x the cold start-up for a cold trial).
+  The kill limit follows the cold start-up too (`startup_allowance`).
 
 What this does not protect against: a small sample. With the default four extra seeds the std
 has four degrees of freedom and is well below the true std in some runs. Simulated nights of 30
@@ -32,7 +38,9 @@ defaults (3 in 10 with two extra seeds), against nearly every night with keep-an
 --noise-runs 8 makes it about 1 in 10, at little cost in power (a real 4-sigma gain is kept about
 9 times in 10 in each case). Confirmation defends against luck, not against a change that cheats
 the same way under every seed (integrity.py, launch.py and the evaluator are for that), nor
-against a slow drift of the machine (a throttling GPU) that shifts every score of the night.
+against a slow drift of the machine (a throttling GPU) that shifts every score of the night. The
+start-up constants are choices, not measured GPU noise; a code change earns the cold reference, so
+a trial can spend up to the cold-minus-warm difference training before its timer.
 """
 
 from __future__ import annotations
@@ -181,3 +189,87 @@ def confirm(runs: Sequence[tuple[int, float]], reference: float, threshold: Thre
                              f"{reference - score:.6f}, less than half of it ({listed})")
     return KEEP, (f"confirmed: the mean {average:.6f} of {len(runs)} seeds ({listed}) beats the reference "
                   f"{reference:.6f} by {gain:.6f}, and every run by more than the {threshold.words}")
+
+
+# --- Start-up: work outside train.py's own clock ------------------------------------------------
+#
+# The harness's clock around train.py's process minus the budget is its start-up (imports, data,
+# compilation) plus shut-down: time the trial spends outside its own timer. A trial that trains
+# before its timer starts shows up here. The yardstick is measured the way a changed trial starts:
+# the baseline's first run uses a fresh, run-private compile cache (runs/<tag>/compile-cache), so
+# its start-up is a COLD compile; the noise-floor runs of the same commit start WARM. A trial that
+# changes the compiled graph (a shape knob, or any code outside the knobs) compiles cold and is
+# compared with the cold figure; one that changes only other knobs is compared with the warm one.
+
+SHAPE_KNOBS = frozenset({"DEPTH", "ASPECT_RATIO", "HEAD_DIM", "WINDOW_PATTERN", "TOTAL_BATCH_SIZE",
+                         "DEVICE_BATCH_SIZE", "EVAL_BATCH_SIZE", "COMPILE", "MAX_SEQ_LEN"})
+MIN_OVERHEAD_TOLERANCE = 5.0  # seconds: process start and clock jitter below this are not measured noise
+STARTUP_NOISE_SIGMAS = 4.0  # tolerance >= this many start-up std (of the warm runs) above the reference
+COLD_SLACK = 0.5  # a changed shape may compile this fraction longer than the baseline's cold start
+BASELINE_STARTUP_ALLOWANCE = 600.0  # the baseline's kill limit past the budget: its cold compile is not known yet
+MIN_STARTUP_ALLOWANCE = 60.0
+STARTUP_ALLOWANCE_FACTOR = 3.0  # later trials are killed past the budget plus this many cold start-ups
+
+
+def compiles_cold(baseline_source: str, trial_source: str) -> bool:
+    """Whether a trial's train.py changes what gets compiled: a shape knob, or code outside the knobs."""
+    from autoresearch.knobs import read_knobs, set_knobs
+
+    base, trial = read_knobs(baseline_source), read_knobs(trial_source)
+    changed = {name for name in set(base) | set(trial)
+               if name not in base or name not in trial or base[name].value != trial[name].value}
+    if changed & SHAPE_KNOBS or any(name not in base or name not in trial for name in changed):
+        return True
+    restored = set_knobs(trial_source, {name: base[name].value for name in changed}) if changed else trial_source
+    return restored != baseline_source
+
+
+@dataclass(frozen=True)
+class StartupRule:
+    reference: float  # seconds of start-up the trial is compared with
+    tolerance: float  # seconds it may take beyond the reference
+    cold: bool  # compared with the cold figure
+    words: str  # how the limit was set, for the record
+
+    @property
+    def allowed(self) -> float:
+        return self.reference + self.tolerance
+
+
+def startup_rule(*, cold_startup: float, warm_startups: Sequence[float], cold: bool,
+                 tolerance: float | None) -> StartupRule:
+    """How much start-up a trial may take: the cold or warm reference plus a tolerance.
+
+    Reference: the baseline's cold start-up when the trial compiles cold or no warm run was
+    measured, else the slowest warm start-up of the noise-floor runs. Tolerance (unless given as
+    --overhead-tolerance): max(MIN_OVERHEAD_TOLERANCE, STARTUP_NOISE_SIGMAS x the sample std of the
+    warm start-ups, and for a cold trial COLD_SLACK x the cold start-up).
+    """
+    use_cold = cold or not warm_startups
+    reference = cold_startup if use_cold else max(warm_startups)
+    what = (f"the baseline's cold start-up of {cold_startup:.1f} s (fresh compile cache)" if use_cold
+            else f"the slowest warm start-up of the baseline's noise-floor runs, {reference:.1f} s")
+    why = "the trial changes what is compiled; " if cold else ""
+    if tolerance is not None:
+        return StartupRule(reference, tolerance, use_cold,
+                           f"{why}compared with {what}; the tolerance is {tolerance:g} s (--overhead-tolerance)")
+    spread = sample_std(warm_startups)
+    parts = {f"{MIN_OVERHEAD_TOLERANCE:g} s": MIN_OVERHEAD_TOLERANCE}
+    if spread is not None:
+        parts[f"{STARTUP_NOISE_SIGMAS:g} x start-up std {spread:.2f} s"] = STARTUP_NOISE_SIGMAS * spread
+    if cold:
+        parts[f"{COLD_SLACK:g} x the cold start-up"] = COLD_SLACK * cold_startup
+    chosen = max(parts, key=lambda name: parts[name])
+    value = parts[chosen]
+    return StartupRule(reference, value, use_cold,
+                       f"{why}compared with {what}; the tolerance is {value:.1f} s (= {chosen}, the largest of "
+                       f"{', '.join(parts)})")
+
+
+def startup_allowance(configured: float | None, cold_startup: float | None) -> float:
+    """Seconds past the budget before training is killed: --startup-allowance, else from the cold start-up."""
+    if configured is not None:
+        return configured
+    if cold_startup is None:
+        return BASELINE_STARTUP_ALLOWANCE
+    return max(MIN_STARTUP_ALLOWANCE, STARTUP_ALLOWANCE_FACTOR * cold_startup)

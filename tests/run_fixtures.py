@@ -101,17 +101,18 @@ class ScriptedProposer:
 
     name = "scripted"
 
-    def __init__(self, steps: list[Step], cost_usd: float = 0.01):
+    def __init__(self, steps: list[Step], cost_usd: float = 0.01, cost_known: bool = True):
         self.steps = list(steps)
         self.contexts: list[ProposalContext] = []
         self.cost_usd = cost_usd
+        self.cost_known = cost_known  # False: as an agent on a model without prices
 
     def propose(self, context: ProposalContext) -> Proposal:
         self.contexts.append(context)
         if not self.steps:
             raise AssertionError("the scripted proposer ran out of steps")
         description = self.steps.pop(0)(context)
-        usage = Usage(input_tokens=100, output_tokens=10, cost_usd=self.cost_usd)
+        usage = Usage(input_tokens=100, output_tokens=10, cost_usd=self.cost_usd, cost_known=self.cost_known)
         return Proposal(description, usage, [{"role": "scripted", "description": description}])
 
 

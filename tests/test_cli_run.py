@@ -20,7 +20,7 @@ from fake_anthropic import FakeAnthropic, Fault, reply, text, tool_use
 from run_fixtures import check_records_and_git, git, make_project, sealed_copy
 
 from autoresearch import cli
-from autoresearch.runner import pid_alive
+from autoresearch.runner import ProcessIdentity, pid_alive
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +138,7 @@ def test_ctrl_c_during_training_then_resume_continues_the_numbering(tmp_path: Pa
     project = make_project(tmp_path)
     process = start(project, run_dataset, TEST_SLEEP_AT_START="60")
     wait_until(lambda: training_started(project, 0))
-    pgid = int((project / "runs" / "t" / "training.pgid").read_text())
+    pgid = ProcessIdentity.from_json((project / "runs" / "t" / "training.pgid").read_text()).pgid
     process.send_signal(signal.SIGINT)
     code, output = finish(process, timeout=30)
     assert code == 130, output
@@ -162,7 +162,7 @@ def test_sigkill_during_training_then_resume(tmp_path: Path, run_dataset: Path) 
     project = make_project(tmp_path)
     process = start(project, run_dataset, TEST_SLEEP_AT_START="60")
     wait_until(lambda: training_started(project, 0))
-    pgid = int((project / "runs" / "t" / "training.pgid").read_text())
+    pgid = ProcessIdentity.from_json((project / "runs" / "t" / "training.pgid").read_text()).pgid
     process.send_signal(signal.SIGKILL)
     finish(process)
     wait_until(lambda: not alive(pgid), timeout=10)  # training dies with its harness
@@ -180,7 +180,7 @@ def test_a_second_ctrl_c_exits_at_once_and_resume_repairs_the_state(tmp_path: Pa
     project = make_project(tmp_path)
     process = start(project, run_dataset, TEST_SLEEP_AT_START="60", TEST_IGNORE_SIGTERM="1")
     wait_until(lambda: training_started(project, 0))
-    pgid = int((project / "runs" / "t" / "training.pgid").read_text())
+    pgid = ProcessIdentity.from_json((project / "runs" / "t" / "training.pgid").read_text()).pgid
     process.send_signal(signal.SIGINT)  # training ignores SIGTERM: the clean stop waits out its grace
     time.sleep(0.5)
     started = time.monotonic()

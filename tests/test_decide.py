@@ -34,7 +34,7 @@ def judge(training: runner.TrainingResult, evaluation: Evaluation | None = None,
           tracked: list[str] | None = None, kind: str = KIND_PROPOSAL,
           baseline_seconds: float | None = 310.0) -> decide.Failure | None:
     return decide.judge(training, evaluation, changes or [], tracked or [], kind,
-                        decide.StartUp(baseline_seconds, budget=300.0, tolerance=30.0))
+                        decide.StartUp(baseline_seconds, (), cold=False, budget=300.0, tolerance=30.0))
 
 
 SCORED = Evaluation(ok=True, bpb=1.0)
@@ -76,20 +76,42 @@ def test_how_training_ended() -> None:
 
 
 def test_start_up_beyond_the_baselines_plus_the_tolerance_is_rejected() -> None:
-    # the baseline's start-up: 310 - 300 = 10 s; allowed 10 + 30 = 40 s beyond the budget
+    # no noise-floor run: the baseline's start-up, 310 - 300 = 10 s, plus --overhead-tolerance 30 s: 40 s allowed
     assert judge(trained(seconds=340.0), SCORED) is None
     late = judge(trained(seconds=340.5), SCORED)
     assert late is not None and late.status == REJECTED
-    assert late.reason == ("time: train.py's process ran 340.5 s, 40.5 s beyond its 300 s budget; the baseline's "
-                           "start-up was 10.0 s and the tolerance is 30 s (--overhead-tolerance): training work "
-                           "outside the budget's clock (before its timer starts, or after it ends) does not count")
+    assert late.reason == ("time: train.py's process ran 340.5 s, 40.5 s beyond its 300 s budget, more than the "
+                           "40.0 s allowed: compared with the baseline's cold start-up of 10.0 s (fresh compile "
+                           "cache); the tolerance is 30 s (--overhead-tolerance). Training work outside the budget's "
+                           "clock (before its timer starts, or after it ends) does not count")
     assert late.note == "Do all training inside TIME_BUDGET, measured from the start of the run."
     assert judge(trained(seconds=400.0), SCORED, kind=KIND_BASELINE) is None  # the baseline is the yardstick
     assert judge(trained(seconds=400.0), SCORED, baseline_seconds=None) is None  # no yardstick yet
-    # the same rule alone, as the loop asks it before starting the evaluator
-    startup = decide.StartUp(310.0, budget=300.0, tolerance=30.0)
-    assert decide.overhead_failure(trained(seconds=340.5), KIND_NOISE, startup) == late
-    assert decide.overhead_failure(trained(runner.CRASH, seconds=900.0), KIND_PROPOSAL, startup) is None
+    assert decide.overhead_failure(trained(runner.CRASH, seconds=900.0), KIND_PROPOSAL,
+                                   decide.StartUp(310.0, (), False, 300.0, 30.0)) is None  # judged as a crash
+
+
+def test_start_up_is_compared_with_the_warm_runs_or_for_a_changed_compile_with_the_cold_one() -> None:
+    # the baseline started cold in 60 s; its noise-floor runs warm in 8, 9 and 10 s (std 1.0)
+    warm = decide.StartUp(360.0, (308.0, 309.0, 310.0), cold=False, budget=300.0, tolerance=None)
+    # the slowest warm start-up, 10 s, plus max(5 s, 4 x 1.0 s) = 5 s: 15 s allowed
+    assert decide.overhead_failure(trained(seconds=315.0), KIND_PROPOSAL, warm) is None
+    late = decide.overhead_failure(trained(seconds=315.5), KIND_NOISE, warm)
+    assert late is not None and late.reason == (
+        "time: train.py's process ran 315.5 s, 15.5 s beyond its 300 s budget, more than the 15.0 s allowed: "
+        "compared with the slowest warm start-up of the baseline's noise-floor runs, 10.0 s; the tolerance is 5.0 s "
+        "(= 5 s, the largest of 5 s, 4 x start-up std 1.00 s). Training work outside the budget's clock (before its "
+        "timer starts, or after it ends) does not count")
+    # a trial that changes what is compiled: the cold 60 s plus max(5 s, 4 s, 0.5 x 60 s) = 30 s: 90 s allowed
+    cold = decide.StartUp(360.0, (308.0, 309.0, 310.0), cold=True, budget=300.0, tolerance=None)
+    assert decide.overhead_failure(trained(seconds=389.0), KIND_PROPOSAL, cold) is None
+    recompiled = decide.overhead_failure(trained(seconds=390.5), KIND_PROPOSAL, cold)
+    assert recompiled is not None and recompiled.reason == (
+        "time: train.py's process ran 390.5 s, 90.5 s beyond its 300 s budget, more than the 90.0 s allowed: "
+        "the trial changes what is compiled; compared with the baseline's cold start-up of 60.0 s (fresh compile "
+        "cache); the tolerance is 30.0 s (= 0.5 x the cold start-up, the largest of 5 s, 4 x start-up std 1.00 s, "
+        "0.5 x the cold start-up). Training work outside the budget's clock (before its timer starts, or after it "
+        "ends) does not count")
 
 
 def test_the_evaluators_verdicts() -> None:

@@ -36,8 +36,10 @@ def baseline(val_bpb: float = 1.0) -> TrialRecord:
     return record(0, KEEP, commit=BASE, val_bpb=val_bpb, extra={"baseline": True}, training_seconds=310.0)
 
 
-def noise(trial: int, seed: int, status: str = DISCARD, val_bpb: float | None = None) -> TrialRecord:
-    return record(trial, status, commit=BASE, val_bpb=val_bpb, seed=seed, extra={"noise_floor": True})
+def noise(trial: int, seed: int, status: str = DISCARD, val_bpb: float | None = None,
+          training_seconds: float | None = None) -> TrialRecord:
+    return record(trial, status, commit=BASE, val_bpb=val_bpb, seed=seed, extra={"noise_floor": True},
+                  training_seconds=training_seconds)
 
 
 def history(*records: TrialRecord, settings: HistorySettings = SETTINGS) -> History:
@@ -57,24 +59,24 @@ def test_before_the_baseline_the_next_trial_is_the_baseline_with_the_runs_seed()
 
 
 def test_noise_floor_with_a_failed_seed_runs_that_seed_again() -> None:
-    run = history(baseline(), noise(1, 43, CRASH))
+    run = history(baseline(), noise(1, 43, CRASH, training_seconds=12.0))
     assert run.best == Best(0, BASE, 1.0)
     assert run.pending_noise_seeds() == [43, 44]  # the crash did not measure seed 43
     assert run.next_kind() == (KIND_NOISE, 43)
     assert run.noise_failures(43) == 1 and run.noise_failures(44) == 0
     assert run.repair_plan() is None  # the baseline's own code: nobody's repair
 
-    run = run.add(noise(2, 43, DISCARD, 1.002))
+    run = run.add(noise(2, 43, DISCARD, 1.002, training_seconds=302.0))
     assert run.pending_noise_seeds() == [44]
     assert run.next_kind() == (KIND_NOISE, 44) and run.next_trial() == 3
     assert run.next_spec() == TrialSpec(trial=3, kind=KIND_NOISE, seed=44, parent=BASE)
     assert run.noise_failures(43) == 1  # a failure stays counted after the seed scored
 
-    run = run.add(noise(3, 44, INTERRUPTED))
+    run = run.add(noise(3, 44, INTERRUPTED, training_seconds=150.0))
     assert run.noise_failures(44) == 0  # an interruption is not a failure
     assert run.next_kind() == (KIND_NOISE, 44)
 
-    run = run.add(noise(4, 44, DISCARD, 0.998))
+    run = run.add(noise(4, 44, DISCARD, 0.998, training_seconds=304.0))
     assert run.pending_noise_seeds() == []
     assert run.next_kind() == (KIND_PROPOSAL, 42) and run.next_trial() == 5
     assert run.baseline_runs() == [(42, 1.0), (43, 1.002), (44, 0.998)]
@@ -91,6 +93,8 @@ def test_noise_floor_with_a_failed_seed_runs_that_seed_again() -> None:
     assert floor["dof"] == 2 and floor["keep_threshold"] == pytest.approx(0.004)
     # noise-floor runs measure the baseline: only the baseline counts toward --max-trials
     assert run.counted_trials() == 1
+    # the warm start-ups' yardstick: the scored noise-floor runs' clocks (not the crash, not the interruption)
+    assert run.noise_floor_training_seconds() == (302.0, 304.0)
 
 
 def test_noise_floor_closes_once_a_proposal_was_recorded_but_not_for_an_interrupted_one() -> None:

@@ -175,9 +175,9 @@ def test_a_noise_floor_run_killed_by_sigkill_is_recorded_as_what_it_was(tmp_path
     assert state["noise_floor"] is not None and state["noise_floor"]["seeds"] == [42, 43]
 
 
-CRASH_ONCE_ON_SEED_43 = '''if _os.environ.get("AUTORESEARCH_SEED") == "43" and _os.path.exists(_os.environ["TEST_FAIL_FLAG"]):
-    if _os.environ.get("TEST_FAIL_ONCE"):
-        _os.remove(_os.environ["TEST_FAIL_FLAG"])
+# A full disk during the first noise-floor attempt (trial 1) only, or during every one when asked.
+CRASH_ON_SEED_43 = '''if _os.environ.get("AUTORESEARCH_SEED") == "43" and (_os.environ.get("TEST_FAIL_ALWAYS")
+        or _os.path.basename(_os.path.dirname(_os.environ.get("AUTORESEARCH_WEIGHTS_PATH", ""))) == "trial-0001"):
     raise OSError(28, "No space left on device (planted)")
 '''
 
@@ -185,14 +185,10 @@ CRASH_ONCE_ON_SEED_43 = '''if _os.environ.get("AUTORESEARCH_SEED") == "43" and _
 @pytest.mark.slow
 def test_a_failed_noise_floor_run_is_run_again_and_a_second_failure_stops_the_run(
         tmp_path: Path, run_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = train_source_with(CRASH_ONCE_ON_SEED_43)
+    source = train_source_with(CRASH_ON_SEED_43)
     project = make_project(tmp_path, train_source=source)
-    flag = tmp_path / "disk-is-full"
-    flag.touch()
-    monkeypatch.setenv("TEST_FAIL_FLAG", str(flag))
 
     # the disk is full once: the seed runs again and the noise floor is measured
-    monkeypatch.setenv("TEST_FAIL_ONCE", "1")
     outcome = run_night(night_config(project, run_dataset, max_trials=2, noise_runs=1),
                         proposer=ScriptedProposer([set_knob("MATRIX_LR", 0.03)]), handle_signals=False)
     records = check_records_and_git(project, "t")
@@ -202,8 +198,7 @@ def test_a_failed_noise_floor_run_is_run_again_and_a_second_failure_stops_the_ru
     assert state["noise_floor"]["seeds"] == [42, 43]
 
     # it stays full: two failures of the seed stop the run instead of deciding without a noise floor
-    flag.touch()
-    monkeypatch.delenv("TEST_FAIL_ONCE")
+    monkeypatch.setenv("TEST_FAIL_ALWAYS", "1")
     outcome = run_night(night_config(project, run_dataset, tag="u", max_trials=3, noise_runs=1),
                         proposer=ScriptedProposer([]), handle_signals=False)
     records = check_records_and_git(project, "u")
@@ -212,7 +207,7 @@ def test_a_failed_noise_floor_run_is_run_again_and_a_second_failure_stops_the_ru
     assert outcome.stop_reason.startswith("the noise-floor run with seed 43 failed 2 times (crash: OSError")
 
     # fixed, resumed: the noise floor comes first, and the crashed noise run is nobody's repair
-    flag.unlink()
+    monkeypatch.delenv("TEST_FAIL_ALWAYS")
     agent = ScriptedProposer([set_knob("MATRIX_LR", 0.03)])
     run_night(night_config(project, run_dataset, tag="u", max_trials=2, noise_runs=1), proposer=agent,
               handle_signals=False)

@@ -233,3 +233,18 @@ def test_cumulative_diff_falls_back_to_kept_patches(tmp_path):
     diff = reports.cumulative_diff(report)
     assert diff.index("# trial 2:") < diff.index("# trial 7:") < diff.index("# trial 11:")
     assert "+# RMSNorm before attention" in diff
+
+
+def test_cost_of_an_unpriced_model_is_reported_as_unknown_not_as_free(tmp_path):
+    run_dir = write_night(tmp_path / "runs")
+    lines = (run_dir / ledger.TRIALS_FILE).read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    records[3]["extra"] = {**records[3].get("extra", {}), "cost_unknown": True}
+    records[4]["extra"] = {**records[4].get("extra", {}), "cost_unknown": True}
+    (run_dir / ledger.TRIALS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = reports.load_run(run_dir)
+    assert report.cost_unknown_trials == 2
+    from autoresearch.render import headline_lines
+
+    usage = dict(headline_lines(report))
+    assert any("cost $3.00 + unknown for 2 trials (a model without prices)" in text for text in usage.values())

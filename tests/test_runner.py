@@ -1,10 +1,12 @@
-"""The runner and launch.py with real subprocesses: timing, progress, crashes, time-outs, process groups.
+"""The runner, supervise.py and launch.py with real subprocesses: timing, progress, crashes, time-outs,
+process groups, processes that leave them, identities and bounded waits.
 
 The scripts here are tiny Python files (no torch), so each test costs well under a few seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -92,13 +94,13 @@ def test_timeout_kills_the_whole_group_grandchildren_included(tmp_path: Path) ->
         time.sleep(120)
     """)
     started = time.monotonic()
-    groups: list[int] = []
+    groups: list[runner.ProcessIdentity] = []
     result = train(path, wall_limit=1.5, kill_grace=0.5, on_start=groups.append)
     assert result.status == runner.TIMEOUT
     assert "ran past 2 s" in result.reason
     assert time.monotonic() - started < 10
     assert (tmp_path / "grandchild.pid").exists(), "the grandchild started before the time-out"
-    assert not runner.group_alive(groups[0])
+    assert not runner.group_alive(groups[0].pgid)
     child = int((tmp_path / "child.pid").read_text())
     grandchild = int((tmp_path / "grandchild.pid").read_text())
     assert wait_for(lambda: gone(child) and gone(grandchild), timeout=5)
@@ -230,3 +232,183 @@ def test_a_process_that_asked_to_die_with_the_harness_dies_when_it_is_killed(tmp
     while pid_alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(child_pid)
+
+
+# --- Processes that leave the group, identities, bounded waits (issue 12, issue 9 items 1 and 10) ---
+
+DAEMON = """
+    import os, subprocess, sys, time
+    # a daemon in a session of its own, double-forked so that its parent is gone (the classic escape)
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        daemon = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        open("daemon.pid", "w").write(str(daemon.pid))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    while not os.path.exists("daemon.pid") or not open("daemon.pid").read():
+        time.sleep(0.01)
+    print("step 00001 (1.0%) | loss: 3.000000 | remaining: 1s", flush=True)
+    time.sleep(float(os.environ.get("TEST_LINGER", "0")))
+"""
+
+
+def test_a_new_session_daemon_is_killed_when_training_ends(tmp_path: Path) -> None:
+    """Issue 12's third escape: a process in a new session outlived the trial and the run."""
+    result = train(script(tmp_path, DAEMON))
+    assert result.status == runner.OK, result.reason
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    try:
+        assert gone(daemon), "the new-session daemon outlived its training"
+        assert daemon in result.pids  # seen as the trial's, for the GPU wait
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_a_new_session_daemon_is_killed_when_training_times_out(tmp_path: Path) -> None:
+    result = train(script(tmp_path, DAEMON), wall_limit=1.0, kill_grace=0.3, env={"TEST_LINGER": "60"})
+    assert result.status == runner.TIMEOUT
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    try:
+        assert gone(daemon)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_resume_kills_only_a_process_that_still_matches_its_identity(tmp_path: Path) -> None:
+    """Issue 9 item 1: the recorded group id alone killed whatever process group had it now."""
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)  # `setsid sleep 900 &`
+    record = tmp_path / "training.pgid"
+    try:
+        record.write_text(f"{stranger.pid}\n")  # what the old version wrote: a bare number
+        note = runner.kill_recorded_training(record)
+        assert runner.pid_alive(stranger.pid), "an unrelated process group was killed"
+        assert note is not None and "killed nothing" in note and not record.exists()
+        # an identity with the stranger's pid but another start time (a recycled pid) kills nothing either
+        forged = runner.ProcessIdentity(stranger.pid, stranger.pid, (runner.start_time(stranger.pid) or 0) + 1,
+                                        runner.ProcessIdentity.of(stranger.pid, "x").boot_id, "x")
+        record.write_text(forged.to_json())
+        assert runner.kill_recorded_training(record) is None
+        assert runner.pid_alive(stranger.pid)
+        # the right start time but not started with our marker: still not ours
+        record.write_text(runner.ProcessIdentity.of(stranger.pid, "not-its-marker").to_json())
+        assert runner.kill_recorded_training(record) is None
+        assert runner.pid_alive(stranger.pid)
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_resume_kills_the_training_a_killed_harness_left_running(tmp_path: Path) -> None:
+    path = script(tmp_path, """
+        import os, subprocess, time
+        child = subprocess.Popen(["sleep", "300"], start_new_session=True)  # would survive the harness
+        open("child.pid", "w").write(str(child.pid))
+        time.sleep(300)
+    """)
+    record = tmp_path / "training.pgid"
+    harness = subprocess.Popen([sys.executable, "-c", (
+        "import os; from pathlib import Path; from autoresearch import runner; "
+        f"runner.run_training(Path({str(path)!r}), env=dict(os.environ), log_path=Path({str(tmp_path / 'log')!r}), "
+        f"wall_limit=300, on_start=lambda identity: Path({str(record)!r}).write_text(identity.to_json()))")])
+    assert wait_for(lambda: (tmp_path / "child.pid").exists() and (tmp_path / "child.pid").read_text())
+    child = int((tmp_path / "child.pid").read_text())
+    identity = runner.ProcessIdentity.from_json(record.read_text())
+    assert identity.matches()
+    os.kill(identity.pid, signal.SIGSTOP)  # a supervisor that cannot sweep (say, stopped): resume must do it
+    harness.send_signal(signal.SIGKILL)
+    harness.wait()
+    try:
+        assert runner.pid_alive(child)  # left behind
+        note = runner.kill_recorded_training(record)
+        assert note is not None and note.startswith("killed ") and str(child) in note
+        assert wait_for(lambda: gone(child) and gone(identity.pid), timeout=10)
+    finally:
+        for pid in (child, identity.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_every_wait_is_bounded(tmp_path: Path) -> None:
+    """Issue 9 item 10: process.wait() had no timeout; a process that does not exit must not hang us."""
+    stuck = subprocess.Popen(["sleep", "300"])
+    os.kill(stuck.pid, signal.SIGSTOP)  # stands for one in uninterruptible sleep: it does not exit by itself
+    try:
+        started = time.monotonic()
+        assert runner.wait_bounded(stuck, 0.3) is False
+        assert time.monotonic() - started < 5
+    finally:
+        stuck.kill()
+        stuck.wait()
+
+
+def test_descendants_follow_parent_links_only() -> None:
+    from autoresearch.supervise import descendants
+
+    table = {10: (1, "S"), 11: (10, "S"), 12: (11, "Z"), 13: (11, "R"), 20: (1, "S"), 21: (20, "S")}
+    assert descendants(table, 10) == {11, 13}
+    assert descendants(table, 10, live_only=False) == {11, 12, 13}
+    assert descendants(table, 21) == set()
+
+
+def test_a_killed_harness_leaves_no_new_session_daemon_behind(tmp_path: Path) -> None:
+    """The supervisor asks to be told when the harness dies, and sweeps at once: no resume needed."""
+    path = script(tmp_path, DAEMON)
+    harness = subprocess.Popen([sys.executable, "-c", (
+        "import os; from pathlib import Path; from autoresearch import runner; "
+        f"runner.run_training(Path({str(path)!r}), env={{**os.environ, 'TEST_LINGER': '300'}}, "
+        f"log_path=Path({str(tmp_path / 'log')!r}), wall_limit=300)")])
+    assert wait_for(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text())
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    harness.send_signal(signal.SIGKILL)
+    harness.wait()
+    try:
+        assert wait_for(lambda: gone(daemon), timeout=10)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_leaving_at_once_kills_the_training_and_its_daemons(tmp_path: Path) -> None:
+    """The second Ctrl-C: `kill_now` with the recorded identity; the supervisor sweeps what left the group."""
+    import threading
+
+    path = script(tmp_path, DAEMON)
+    started: list[runner.ProcessIdentity] = []
+    results: list[runner.TrainingResult] = []
+    thread = threading.Thread(target=lambda: results.append(
+        train(path, wall_limit=120, on_start=started.append, env={"TEST_LINGER": "120"})))
+    thread.start()
+    assert wait_for(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text())
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    try:
+        runner.kill_now(started[0])
+        thread.join(timeout=30)
+        assert results and results[0].returncode == -signal.SIGKILL
+        assert gone(daemon)
+        runner.kill_now(runner.ProcessIdentity(os.getpid(), os.getpgrp(), runner.start_time(os.getpid()),
+                                               started[0].boot_id, "not-our-marker"))  # not ours: a no-op
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_abandoning_a_step_tells_a_supervisor_to_sweep(tmp_path: Path) -> None:
+    """kill_child_groups (Ctrl-C during evaluation, the second Ctrl-C): the supervisor is not killed blind."""
+    path = script(tmp_path, DAEMON)
+    env = {**os.environ, "TEST_LINGER": "120"}
+    process = subprocess.Popen(runner.training_command(path), cwd=tmp_path, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text())
+        daemon = int((tmp_path / "daemon.pid").read_text())
+        runner.kill_child_groups(grace=0.0)
+        assert runner.wait_bounded(process, 15) and wait_for(lambda: gone(daemon), timeout=5)
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((tmp_path / "daemon.pid").read_text()), signal.SIGKILL)
+        process.wait(timeout=5)

@@ -143,3 +143,47 @@ def test_a_real_improvement_of_four_sigma_is_usually_kept() -> None:
     rng = random.Random(7)
     kept = sum(simulate_night(rng, trials=1, effect=4.0) for _ in range(600)) / 600
     assert kept > 0.8
+
+
+# --- Start-up: cold and warm references, the tolerance, the allowance -----------------------------
+
+BASE_SOURCE = 'DEPTH = 8\nMATRIX_LR = 0.04\nWINDOW_PATTERN = "SSSL"\n\ndef model():\n    return DEPTH * 2\n'
+
+
+def test_a_changed_shape_or_changed_code_compiles_cold_other_knobs_do_not() -> None:
+    assert not trust.compiles_cold(BASE_SOURCE, BASE_SOURCE)
+    assert not trust.compiles_cold(BASE_SOURCE, BASE_SOURCE.replace("0.04", "0.03"))  # a learning rate
+    assert trust.compiles_cold(BASE_SOURCE, BASE_SOURCE.replace("DEPTH = 8", "DEPTH = 12"))
+    assert trust.compiles_cold(BASE_SOURCE, BASE_SOURCE.replace('"SSSL"', '"L"'))
+    assert trust.compiles_cold(BASE_SOURCE, BASE_SOURCE.replace("DEPTH * 2", "DEPTH * 3"))  # code
+    # a learning rate AND code: still cold
+    both = BASE_SOURCE.replace("0.04", "0.03").replace("DEPTH * 2", "DEPTH + 1")
+    assert trust.compiles_cold(BASE_SOURCE, both)
+    assert trust.compiles_cold(BASE_SOURCE, BASE_SOURCE + "NEW_KNOB = 1\n")
+
+
+def test_a_cold_trial_is_compared_with_the_cold_start_up_and_a_warm_one_with_the_warm() -> None:
+    cold = trust.startup_rule(cold_startup=60.0, warm_startups=[8.0, 9.0, 10.0], cold=True, tolerance=None)
+    assert cold.cold and cold.reference == 60.0
+    assert cold.tolerance == 30.0  # 0.5 x 60 s is the largest of 5 s, 4 x std (4.0 s) and 30 s
+    assert cold.allowed == 90.0 and "cold start-up of 60.0 s" in cold.words and "0.5 x the cold" in cold.words
+    warm = trust.startup_rule(cold_startup=60.0, warm_startups=[8.0, 9.0, 10.0], cold=False, tolerance=None)
+    assert not warm.cold and warm.reference == 10.0  # the slowest warm start
+    assert warm.tolerance == 5.0 and warm.allowed == 15.0  # 4 x std 1.0 = 4 s < the 5 s floor
+    noisy = trust.startup_rule(cold_startup=60.0, warm_startups=[8.0, 12.0, 16.0], cold=False, tolerance=None)
+    assert noisy.tolerance == pytest.approx(16.0) and "4 x start-up std 4.00 s" in noisy.words
+
+
+def test_without_warm_runs_the_cold_figure_is_the_reference_and_a_given_tolerance_wins() -> None:
+    rule = trust.startup_rule(cold_startup=20.0, warm_startups=[], cold=False, tolerance=None)
+    assert rule.reference == 20.0 and rule.tolerance == 5.0
+    given = trust.startup_rule(cold_startup=20.0, warm_startups=[3.0], cold=False, tolerance=1.5)
+    assert (given.reference, given.tolerance) == (3.0, 1.5)
+    assert "the tolerance is 1.5 s (--overhead-tolerance)" in given.words
+
+
+def test_the_start_up_allowance_follows_the_cold_start_up() -> None:
+    assert trust.startup_allowance(None, None) == trust.BASELINE_STARTUP_ALLOWANCE == 600.0
+    assert trust.startup_allowance(None, 5.0) == 60.0
+    assert trust.startup_allowance(None, 100.0) == 300.0
+    assert trust.startup_allowance(45.0, 100.0) == 45.0  # --startup-allowance, as given
