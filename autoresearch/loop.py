@@ -40,11 +40,15 @@ When the run ends by a limit, the baseline and the best are scored on the holdou
 (holdout.py), never used for decisions: `holdout_bpb` on their records and `holdout` in run.json,
 flagged when val improved and holdout did not. The weights of the baseline and of the best trial
 are kept for that (`trial-NNNN/model.pt`), and for `autoresearch eval` later; every other
-trial's are deleted once it is recorded. The training in progress has its process group written
-to `runs/<tag>/training.pgid` so a later session can kill it if we die.
+trial's are deleted once it is recorded. The training in progress has its identity (pid, pgid,
+start time, boot id, a marker in its environment) written to `runs/<tag>/training.pgid`, so a
+later session kills it only if it is still ours.
 Every state change is recorded before the worktree is reset, and the records are the source of
-truth: a run killed at any point (Ctrl-C twice, SIGKILL, a power cut) resumes by recording
-unrecorded trial refs as `interrupted` and resetting the worktree to the best kept commit.
+truth: each trial's `record.json` is written when it starts, once committed, and whole before its
+line in trials.jsonl. A run killed at any point (Ctrl-C twice, SIGKILL, a power cut) resumes by
+rebuilding what trials.jsonl lacks from those files, the trial refs and run.json's best (never
+moving the branch back past a recorded keep), recording what was in flight as `interrupted`, and
+resetting the worktree to the best kept commit.
 
 What this does not protect against: a proposer that ignores the interrupt for a long time in C
 code, the clock being changed during a run (limits use the monotonic clock, records use UTC wall
