@@ -18,8 +18,13 @@ and <split>.docs.npy (int64 document start offsets, plus the total at the end).
 
 Build one with `autoresearch prepare` (or `python prepare.py`, the same command).
 
+The scoring definitions are the reference's (karpathy/autoresearch): four special tokens with
+<|reserved_0|> as BOS, token byte counts from the UTF-8 of each decoded token, and validation
+rows packed best-fit from a buffer of 1000 documents (see "Evaluation" below). A dataset of an
+older format is refused with the command that rebuilds it.
+
 What this file does NOT protect against: a train.py that reads the val/holdout files itself, or a
-dataset edited after it was prepared (no hashes are checked here). Under the harness
+dataset edited after it was prepared (no hashes are checked here; the harness checks them). Under the harness
 (AUTORESEARCH_TRAIN_ONLY=1) the validation helpers below refuse to run, but the real guarantee
 is that the harness scores the trained weights with its own evaluator.
 """
@@ -60,7 +65,8 @@ def _default_data_dir() -> Path:
 
 
 DATA_DIR = _default_data_dir()
-BOS_TOKEN = "<|bos|>"
+BOS_TOKEN = "<|reserved_0|>"  # the first of the reference's four special tokens
+FORMAT_VERSION = 2  # of the prepared dataset (autoresearch/data/manifest.py says what changed)
 
 
 def _read_manifest(data_dir: Path) -> dict:
@@ -71,7 +77,13 @@ def _read_manifest(data_dir: Path) -> dict:
             f"no prepared dataset at {data_dir} (manifest.json is missing): "
             "run `autoresearch prepare` (or `python prepare.py`) first"
         )
-    return json.loads(path.read_text())
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise RuntimeError(
+            f"the dataset at {data_dir} has format {manifest.get('format_version')}, this prepare.py reads "
+            f"{FORMAT_VERSION}: rebuild it with `autoresearch prepare --name {Path(data_dir).name} --force`"
+        )
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,8 +91,8 @@ def _read_manifest(data_dir: Path) -> dict:
 
 
 class Tokenizer:
-    """BPE tokenizer of a prepared dataset. Token i is the byte string ranks[i]; the special
-    tokens (only <|bos|>) come after the ranks."""
+    """BPE tokenizer of a prepared dataset. Token i is the byte string ranks[i]; the four special
+    tokens <|reserved_0|> .. <|reserved_3|> come after the ranks, <|reserved_0|> is BOS."""
 
     def __init__(self, encoding, bos_token_id: int, data_dir: Path):
         self.enc = encoding
@@ -110,7 +122,7 @@ class Tokenizer:
 
     def encode(self, text: str | list[str], prepend: int | str | None = None) -> list[int] | list[list[int]]:
         """Token ids of a text (or of each text in a list), optionally after one prepended token
-        (an id, or a special token's name such as "<|bos|>"). Special-token text is not parsed."""
+        (an id, or a special token's name such as "<|reserved_0|>"). Special-token text is not parsed."""
         if isinstance(prepend, str):
             prepend = self.enc.encode_single_token(prepend)
         if isinstance(text, str):
@@ -126,7 +138,8 @@ class Tokenizer:
 
 
 def get_token_bytes(device: str | torch.device = "cpu") -> torch.Tensor:
-    """int32[vocab]: each token's raw byte length (0 for special tokens), for bits per byte."""
+    """int32[vocab]: bytes per token for bits per byte, the UTF-8 length of the token decoded on
+    its own (a partial character decodes to U+FFFD, 3 bytes), 0 for special tokens."""
     _read_manifest(DATA_DIR)
     return torch.from_numpy(np.load(DATA_DIR / "token_bytes.npy").astype(np.int32)).to(device)
 
@@ -419,28 +432,54 @@ def make_dataloader(tokenizer: Tokenizer, B: int, T: int, split: str,
 # ---------------------------------------------------------------------------------------------
 # Evaluation: bits per byte on validation, for standalone runs (the harness scores separately)
 #
-# The rows are the harness evaluator's rows, so a standalone run prints the number the harness
-# would give: documents of the split in STORED order, each row (T+1 tokens) filled with whole
-# documents from a BOS, the one that does not fit cropped to fill the row (remainder dropped),
-# EVAL_TOKENS // T rows (fewer if the split runs out).
+# The rows are the reference's validation rows, and the harness evaluator's, so a standalone run
+# prints the number the harness would give. The documents of the split stream in stored order,
+# endlessly (a split that runs out starts again), in chunks of 128 documents; before every choice
+# chunks are appended to a buffer until it holds at least 1000. Each row (T+1 tokens) is filled
+# from a BOS with the longest buffered document that fits the space left (the first buffered
+# among equals); when none fits, the shortest (first buffered among equals) is cropped to fill the
+# row and its remainder dropped. Documents are never cut on entering the buffer. There are
+# EVAL_TOKENS // T rows whatever the batch size (the reference scores whole batches:
+# EVAL_TOKENS // (batch_size * T) of them, the same rows when the batch size divides the count).
+
+
+def _eval_pieces(doc_lengths: list[int], n_rows: int, row_len: int, buffer_size: int = 1000,
+                 chunk: int = 128) -> tuple[list[int], list[int]]:
+    """(document, tokens taken) per piece of the rows, in order; keys as in BestFitPacker."""
+    buffer: list[int] = []
+    arrived: list[int] = []
+    next_doc, docs, takes = 0, [], []
+    for _ in range(n_rows):
+        pos = 0
+        while pos < row_len:
+            while len(buffer) < buffer_size:
+                stop = min(next_doc + chunk, len(doc_lengths))
+                for doc in range(next_doc, stop):
+                    insort(buffer, (doc_lengths[doc] << _ARRIVAL_BITS) | (_ARRIVAL_MASK - len(arrived)))
+                    arrived.append(doc)
+                next_doc = 0 if stop == len(doc_lengths) else stop
+            space = row_len - pos
+            i = bisect_left(buffer, (space + 1) << _ARRIVAL_BITS) - 1
+            if i < 0:  # nothing fits: the shortest length, its first-buffered document
+                i = bisect_left(buffer, ((buffer[0] >> _ARRIVAL_BITS) + 1) << _ARRIVAL_BITS) - 1
+            key = buffer.pop(i)
+            take = min(key >> _ARRIVAL_BITS, space)
+            docs.append(arrived[_ARRIVAL_MASK - (key & _ARRIVAL_MASK)])
+            takes.append(take)
+            pos += take
+    return docs, takes
 
 
 def _eval_rows(data_dir: Path, split: str, T: int, n_tokens: int) -> np.ndarray:
     tokens, doc_starts = _open_split(data_dir, split)
-    row_len = T + 1
-    rows = np.empty((max(1, n_tokens // T), row_len), dtype=tokens.dtype)
-    n_rows, pos = 0, 0
-    for start, end in zip(doc_starts[:-1].tolist(), doc_starts[1:].tolist(), strict=True):
-        take = min(end - start, row_len - pos)
-        rows[n_rows, pos : pos + take] = tokens[start : start + take]
-        pos += take
-        if pos == row_len:
-            n_rows, pos = n_rows + 1, 0
-            if n_rows == len(rows):
-                break
-    if n_rows == 0:
-        raise RuntimeError(f"the {split} split of {data_dir} holds fewer than {row_len} tokens")
-    return rows[:n_rows]
+    lengths = np.diff(doc_starts)
+    if len(lengths) == 0 or lengths.min() < 1:
+        raise RuntimeError(f"the {split} split of {data_dir} holds no documents")
+    n_rows, row_len = max(1, n_tokens // T), T + 1
+    docs, takes = _eval_pieces(lengths.tolist(), n_rows, row_len)
+    takes = np.array(takes, dtype=np.int64)
+    source = np.repeat(doc_starts[docs] - (np.cumsum(takes) - takes), takes) + np.arange(n_rows * row_len)
+    return np.asarray(tokens)[source].reshape(n_rows, row_len)
 
 
 @torch.no_grad()

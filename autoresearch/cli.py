@@ -47,14 +47,14 @@ def prepare(
     name: Annotated[str | None, typer.Option(
         help="Name of the prepared dataset (default: the source's name).")] = None,
     num_shards: Annotated[int, typer.Option(help="climbmix: number of training shards to download.")] = 10,
-    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size, including the BOS token.")] = 8192,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size, including the 4 special tokens.")] = 8192,
     base_url: Annotated[str | None, typer.Option(
         help="Download host for Hugging Face datasets (a mirror).", envvar="AUTORESEARCH_BASE_URL")] = None,
     cache_dir: Annotated[str | None, typer.Option(
         help="Root of datasets and downloads [default: ~/.cache/autoresearch].",
         envvar="AUTORESEARCH_CACHE_DIR")] = None,
     tokenizer_chars: Annotated[int, typer.Option(
-        help="At most this many characters of train text are used to train the tokenizer.")] = 2_000_000_000,
+        help="Train the tokenizer on about this many characters of train text (as the reference).")] = 1_000_000_000,
     val_fraction: Annotated[float, typer.Option(
         help="Share of documents for val (sources without pinned splits).")] = 0.05,
     holdout_fraction: Annotated[float, typer.Option(

@@ -1,5 +1,11 @@
 """The overnight loop: `run_night(config)` runs trials until a limit or a stop request ends the run.
 
+This module is the orchestration: the side effects of a trial (the agent, git, the training and
+evaluator processes, the records on disk) in the order a trial takes them. The rules live in
+pure modules it asks: history.py (what the records say: the best, the baseline, the noise floor,
+the reference, the sources tried, what the next trial is, the repair to plan), decide.py (judge a
+run, keep or discard it, when a trial ends the run) and trust.py (the statistics of a keep).
+
 A run starts with the baseline (trial 0: the committed train.py, unedited), then `--noise-runs`
 noise-floor trials (the same commit again, each with another seed: "noise floor: baseline, seed
 43"; recorded `discard` with extra {"noise_floor": true}, never kept), then proposals. A trial, in
@@ -15,27 +21,34 @@ the order `Night.run_trial` takes the steps:
   5. train in a guarded subprocess under the harness's clock, with the seed the harness chose
      (runner.py, launch.py);
   6. score the saved weights with the harness's evaluator (evaluate.py);
-  7. judge (`Night._failure`): nothing guarded changed (integrity.py), training neither read the
-     validation data, crashed, ran out of time nor ran more than --overhead-tolerance seconds of
-     start-up beyond the baseline's (work outside its own clock), the evaluator found no tampering
-     or look-ahead, and train.py claimed no val_bpb the evaluator did not measure; every violation
-     is `rejected` with its reason, restored, and told to the agent in its next context;
-  8. decide (`Night._decide`, rules in trust.py): the first run must beat the best commit's mean
-     by more than the keep threshold (max(--min-delta, --noise-sigmas x noise std)); a candidate
-     is trained and scored again with `--confirm-runs` other seeds (in `trial-NNNN/confirm-K/`),
-     and kept only if every run and their mean clear the threshold; a gain far beyond anything
-     kept so far is quarantined until another seed repeats it. The decision is written in words;
-  9. record the trial (ledger.py), then move the worktree back to the best commit.
+  7. judge (`decide.judge`): nothing guarded changed (integrity.py), training neither read the
+     validation data, crashed, ran out of time nor took more start-up than the baseline's allows
+     (its cold start-up for a trial that changes what is compiled, else its noise-floor runs' warm
+     one, plus a tolerance: trust.startup_rule; work outside its own clock), the evaluator found no
+     tampering or look-ahead, and train.py claimed no val_bpb the evaluator did not measure; every
+     violation is `rejected` with its reason, restored, and told to the agent in its next context;
+  8. decide (`decide.screen_first_run`, then `decide.conclude`; the rules are trust.py's): the
+     first run must beat the best commit's mean by more than the keep threshold (max(--min-delta,
+     --noise-sigmas x noise std)); a candidate is trained and scored again with `--confirm-runs`
+     other seeds (in `trial-NNNN/confirm-K/`), and kept only if every run and their mean clear
+     the threshold; a gain far beyond anything kept so far is quarantined until another seed
+     repeats it. The decision is written in words;
+  9. record the trial (ledger.py), add it to the history, then move the worktree back to the best
+     commit; the next trial's kind and repair follow from the history.
 
 When the run ends by a limit, the baseline and the best are scored on the holdout split
 (holdout.py), never used for decisions: `holdout_bpb` on their records and `holdout` in run.json,
 flagged when val improved and holdout did not. The weights of the baseline and of the best trial
 are kept for that (`trial-NNNN/model.pt`), and for `autoresearch eval` later; every other
-trial's are deleted once it is recorded. The training in progress has its process group written
-to `runs/<tag>/training.pgid` so a later session can kill it if we die.
+trial's are deleted once it is recorded. The training in progress has its identity (pid, pgid,
+start time, boot id, a marker in its environment) written to `runs/<tag>/training.pgid`, so a
+later session kills it only if it is still ours.
 Every state change is recorded before the worktree is reset, and the records are the source of
-truth: a run killed at any point (Ctrl-C twice, SIGKILL, a power cut) resumes by recording
-unrecorded trial refs as `interrupted` and resetting the worktree to the best kept commit.
+truth: each trial's `record.json` is written when it starts, once committed, and whole before its
+line in trials.jsonl. A run killed at any point (Ctrl-C twice, SIGKILL, a power cut) resumes by
+rebuilding what trials.jsonl lacks from those files, the trial refs and run.json's best (never
+moving the branch back past a recorded keep), recording what was in flight as `interrupted`, and
+resetting the worktree to the best kept commit.
 
 What this does not protect against: a proposer that ignores the interrupt for a long time in C
 code, the clock being changed during a run (limits use the monotonic clock, records use UTC wall
@@ -59,13 +72,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import atomic, childenv, contract, ledger, runner, sandbox, trust
+from autoresearch import atomic, childenv, contract, decide, ledger, runner, sandbox, trust
 from autoresearch.agent.base import HistoryRow, Proposal, ProposalContext, Proposer, Usage, absorb_partial
+from autoresearch.decide import Failure
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
-from autoresearch.integrity import Guard, describe, sha256_text
+from autoresearch.history import KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL, Best, History, HistorySettings
+from autoresearch.integrity import Guard, sha256_text
 from autoresearch.knobs import set_knobs
-from autoresearch.ledger import CRASH, DISCARD, INTERRUPTED, KEEP, REJECTED, TIMEOUT, TrialRecord
+from autoresearch.ledger import INTERRUPTED, KEEP, REJECTED, TrialRecord
 from autoresearch.runconfig import RunConfig
 from autoresearch.view import (
     EVALUATING,
@@ -88,9 +103,6 @@ LOCK_FILE = "lock"
 TRAINING_GROUP_FILE = "training.pgid"  # the process group of the training in progress
 WEIGHTS_FILE = "model.pt"
 MAX_AGENT_FAILURES = 5  # consecutive proposer exceptions before the run stops
-MAX_NOISE_ATTEMPTS = 2  # failures of one noise-floor seed before the run stops
-CLAIM_TOLERANCE = 0.005  # a claimed val_bpb further than this (relative) from the evaluator's is false
-KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL = "baseline", "noise floor", "proposal"  # the kinds of trial
 Evaluator = Callable[..., object]
 
 
@@ -100,34 +112,6 @@ def utc_now() -> str:
 
 def trial_dir_name(trial: int) -> str:
     return f"trial-{trial:04d}"
-
-
-# --- Failures ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Failure:
-    """Why a run of a trial does not count: its status, the reason for the record, a note for the agent."""
-
-    status: str
-    reason: str
-    note: str | None = None  # told to the agent in its next context (rejections)
-    extra: dict = field(default_factory=dict)
-
-
-def claimed_score_failure(claimed: float | None, measured: float) -> Failure | None:
-    """A finite val_bpb printed by train.py that the evaluator did not measure is a false claim.
-
-    Under the harness train.py cannot measure val_bpb ($AUTORESEARCH_TRAIN_ONLY=1: it prints nan),
-    so a number that disagrees with the evaluator's was made up.
-    """
-    if claimed is None or claimed != claimed or claimed in (float("inf"), float("-inf")):
-        return None
-    if abs(claimed - measured) <= CLAIM_TOLERANCE * max(abs(measured), 1e-9):
-        return None
-    reason = (f"claim: train.py printed val_bpb {claimed:.6f} but the harness's evaluator measured "
-              f"{measured:.6f}; the metric comes only from the evaluator")
-    return Failure(REJECTED, reason, "train.py must not print a val_bpb of its own under the harness.")
 
 
 # --- Stopping ----------------------------------------------------------------------------------
@@ -238,16 +222,6 @@ class StopControl:
 
 
 @dataclass
-class Best:
-    trial: int | None
-    commit: str
-    val_bpb: float | None
-
-    def as_dict(self) -> dict:
-        return {"trial": self.trial, "commit": self.commit, "val_bpb": self.val_bpb}
-
-
-@dataclass
 class Repair:
     crashed_trial: int
     crashed_commit: str
@@ -298,8 +272,8 @@ class Night:
         self._evaluator = evaluator
         self.project = Project(config.project_dir)
         self.run_dir = self.project.path / "runs" / config.tag
-        self.records: list[TrialRecord] = []
-        self.seen_sources: dict[str, int] = {}  # sha256 of train.py -> first trial with it
+        # the run's records and everything derived from them (history.py); set from the records on open
+        self.history = History.of([], HistorySettings.of(config), "")
         self.rejection_notes: list[str] = []
         self.repair: Repair | None = None
         self.agent_failures = 0
@@ -311,8 +285,25 @@ class Night:
         self.failed = False  # the run stopped because something failed (not a limit, not the user)
         self.state: dict = {}
         self.workspace: Workspace
-        self.best: Best
         self.guard: Guard
+
+    @property
+    def records(self) -> tuple[TrialRecord, ...]:
+        return self.history.records
+
+    @records.setter
+    def records(self, records: list[TrialRecord]) -> None:
+        """The records as resuming rebuilt them (`_reconcile`): the history starts again from them."""
+        self.history = History.of(records, self.history.settings, self.state.get("baseline_commit", ""))
+
+    @property
+    def best(self) -> Best:
+        return self.history.best
+
+    @property
+    def seen_sources(self) -> dict[str, int]:
+        """sha256 of train.py -> the first trial with it (no source is tried twice in a run)."""
+        return self.history.seen_sources()
 
     # -- set-up
 
@@ -406,10 +397,11 @@ class Night:
             raise UserError(f"no prepared dataset at {data_dir}; run `autoresearch prepare` "
                             "(or pass --dataset / set AUTORESEARCH_DATA_DIR)")
         try:
-            from autoresearch.data.manifest import verify_dataset
+            from autoresearch.data.manifest import default_hash_cache, verify_dataset
         except ImportError:  # the data package is optional for this check
             return
-        verify_dataset(data_dir, check_hashes=False)
+        # every byte is hashed once; later starts re-read only files whose stat changed
+        verify_dataset(data_dir, check_hashes=True, hash_cache=default_hash_cache(data_dir))
 
     def _acquire_lock(self) -> None:
         acquire_run_lock(self.run_dir)
@@ -445,23 +437,9 @@ class Night:
         self.records = sorted(by_trial.values(), key=lambda record: record.trial)
         # results.tsv is appended after trials.jsonl: a kill between the two lost a row; rebuild it
         ledger.rewrite_results(self.run_dir, self.records)
-        self.best = self._best_from_records()
+        # the best, the sources tried and the repair to plan follow from the records (self.history)
         self._refuse_to_move_backwards()
-        for record in self.records:
-            if record.train_py_sha256 and record.status != INTERRUPTED:  # never tried: may be proposed again
-                self.seen_sources.setdefault(record.train_py_sha256, record.trial)
-        last = self.records[-1] if self.records else None
-        repairable = (last is not None and last.status == CRASH and last.commit
-                      and not last.extra.get("noise_floor") and not last.extra.get("baseline"))
-        if repairable and last.repair_attempt < self.config.max_repairs and self.best.val_bpb is not None:
-            log_name = last.extra.get("crash_log", "train.log")
-            tail = runner.log_tail(self.run_dir / trial_dir_name(last.trial) / log_name)
-            crashed = last.trial
-            if last.repair_attempt:  # a repair of an earlier crash: the chain goes back to that crash
-                chain = [r for r in self.records if r.trial < last.trial and r.status == CRASH
-                         and r.repair_attempt == 0]
-                crashed = chain[-1].trial if chain else last.trial
-            self.repair = Repair(crashed, last.commit, last.repair_attempt + 1, tail)
+        self._plan_repair()
         self.workspace.remove_stale_locks()
         if self.workspace.head() != self.best.commit or self.workspace.changed_files():
             self.workspace.reset_to(self.best.commit)
@@ -545,101 +523,23 @@ class Night:
                             f"{self.best.commit[:7]}. Restore {ledger.TRIALS_FILE} or that trial's "
                             f"{ledger.TRIAL_RECORD_FILE}, then resume")
 
-    def _best_from_records(self) -> Best:
-        kept = [record for record in self.records if record.status == KEEP and record.commit]
-        if kept:
-            last = kept[-1]
-            return Best(last.trial, last.commit, last.val_bpb)
-        return Best(None, self.state["baseline_commit"], None)
-
-    # -- bookkeeping
+    # -- bookkeeping: the answers come from the records (history.py)
 
     def next_trial(self) -> int:
-        return max((record.trial for record in self.records), default=-1) + 1
+        return self.history.next_trial()
+
+    def next_kind(self) -> tuple[str, int]:
+        """What the next trial is (baseline, noise-floor run or proposal) and the seed it trains with."""
+        return self.history.next_kind()
 
     def baseline_val_bpb(self) -> float | None:
-        kept = [record for record in self.records if record.status == KEEP]
-        return kept[0].val_bpb if kept else None
+        return self.history.baseline_val_bpb()
 
     def baseline_record(self) -> TrialRecord | None:
-        return next((record for record in self.records if record.status == KEEP), None)
-
-    # -- the noise floor and the keep rule (trust.py has the rules; these gather the numbers)
-
-    def _score_groups(self) -> dict[str, list[tuple[int, float]]]:
-        """(seed, val_bpb) of every scored run, by commit: the baseline's seeds, a candidate's runs."""
-        groups: dict[str, list[tuple[int, float]]] = {}
-        for record in self.records:
-            if record.status not in (KEEP, DISCARD) or record.val_bpb is None or not record.commit:
-                continue
-            runs = record.extra.get("runs") or [{"seed": record.seed, "val_bpb": record.val_bpb}]
-            groups.setdefault(record.commit, []).extend((run["seed"], float(run["val_bpb"])) for run in runs)
-        return groups
-
-    def _baseline_runs(self) -> list[tuple[int, float]]:
-        """(seed, val_bpb) of the baseline and its noise-floor runs."""
-        baseline = self.baseline_record()
-        return self._score_groups().get(baseline.commit, []) if baseline is not None else []
-
-    def threshold(self) -> trust.Threshold:
-        """max(--min-delta, --noise-sigmas x the std of the baseline's seeds); --min-delta before it is known."""
-        scores = [score for _, score in self._baseline_runs()]
-        std = trust.sample_std(scores)
-        return trust.keep_threshold(std, max(0, len(scores) - 1), sigmas=self.config.noise_sigmas,
-                                    min_delta=self.config.min_delta)
-
-    def reference(self) -> tuple[float, str]:
-        """The best commit's mean val_bpb over its seeds, and how to name it in words."""
-        runs = self._score_groups().get(self.best.commit) or [(self.config.seed, self.best.val_bpb)]
-        who = "the baseline" if self.best.trial == self._baseline_trial() else f"the best (trial {self.best.trial})"
-        if len(runs) == 1:
-            return runs[0][1], who
-        return trust.mean([score for _, score in runs]), f"{who}'s mean over {len(runs)} seeds"
-
-    def largest_kept_gain(self) -> float | None:
-        gains = [-record.delta for record in self.records if record.status == KEEP and record.delta is not None
-                 and record.trial != self._baseline_trial()]
-        return max(gains) if gains else None
-
-    def _baseline_trial(self) -> int | None:
-        baseline = self.baseline_record()
-        return baseline.trial if baseline else None
-
-    def pending_noise_seeds(self) -> list[int]:
-        """The noise-floor seeds still to run: only between the baseline and the first proposal."""
-        baseline = self._baseline_trial()
-        if baseline is None:
-            return []
-        later = [record for record in self.records if record.trial > baseline and record.status != INTERRUPTED]
-        if any(not record.extra.get("noise_floor") for record in later):
-            return []  # proposals have started: the noise floor is what it is
-        done = {record.seed for record in later if record.status == DISCARD and record.val_bpb is not None}
-        return [seed for seed in trust.noise_seeds(self.config.seed, self.config.noise_runs) if seed not in done]
-
-    def noise_failures(self, seed: int) -> int:
-        """How often the noise-floor run with `seed` failed (interruptions do not count)."""
-        return sum(1 for record in self.records if record.extra.get("noise_floor") and record.seed == seed
-                   and record.status not in (DISCARD, INTERRUPTED))
-
-    def _refresh_noise_floor(self) -> None:
-        """run.json's `noise_floor`, from the records: the baseline's seeds and scores, the std, the threshold."""
-        runs = self._baseline_runs()
-        if len(runs) < 2:
-            self.state["noise_floor"] = None
-            return
-        self.state["noise_floor"] = trust.noise_floor_record(
-            [seed for seed, _ in runs], [score for _, score in runs], self.threshold())
+        return self.history.baseline_record()
 
     def totals(self) -> dict:
-        counts = {status: 0 for status in ledger.STATUSES}
-        tokens: dict[str, int] = {}
-        for record in self.records:
-            counts[record.status] = counts.get(record.status, 0) + 1
-            for name, value in record.tokens.items():
-                tokens[name] = tokens.get(name, 0) + int(value)
-        return {"best_val_bpb": self.best.val_bpb, "baseline_val_bpb": self.baseline_val_bpb(),
-                "best_trial": self.best.trial, "counts": counts, "tokens": tokens,
-                "cost_usd": sum(record.cost_usd for record in self.records), "trials": len(self.records)}
+        return self.history.totals()
 
     def emit(self, kind: str, trial: int | None = None, message: str = "", **data: object) -> None:
         self.view.emit(Event(kind, trial, message, dict(data)))
@@ -652,13 +552,9 @@ class Night:
         config = self.config
         if self.stop.requested:
             return self.stop.reason or "interrupted"
-        # noise-floor runs measure the baseline; they are not trials the user counts (nor does the report)
-        # nor do proposals the agent never delivered (an outage, an agent bug): nothing was tried
-        counted = sum(1 for record in self.records
-                      if not record.extra.get("noise_floor") and not record.extra.get("agent_error"))
-        if config.max_trials is not None and counted >= config.max_trials:
+        if config.max_trials is not None and self.history.counted_trials() >= config.max_trials:
             return f"reached --max-trials {config.max_trials}"
-        if config.max_cost is not None and sum(record.cost_usd for record in self.records) >= config.max_cost:
+        if config.max_cost is not None and self.history.cost_usd() >= config.max_cost:
             return f"reached --max-cost ${config.max_cost:g}"
         if config.hours is not None:
             elapsed = time.monotonic() - self.session_started
@@ -710,15 +606,6 @@ class Night:
                 self.stop.sleep(min(60.0, 2.0 ** self.agent_failures))
 
     # -- one trial: the story in the module docstring
-
-    def next_kind(self) -> tuple[str, int]:
-        """What the next trial is (baseline, noise-floor run or proposal) and the seed it trains with."""
-        if self.best.val_bpb is None:
-            return KIND_BASELINE, self.config.seed
-        pending = self.pending_noise_seeds()
-        if pending:
-            return KIND_NOISE, pending[0]
-        return KIND_PROPOSAL, self.config.seed
 
     def run_trial(self, number: int) -> TrialRecord:
         started = time.monotonic()
@@ -1021,79 +908,39 @@ class Night:
 
     def _failure(self, training: runner.TrainingResult, evaluation: object | None, changes: list,
                  kind: str) -> Failure | None:
-        """Step 7: why this run does not count, in the order the checks matter; None when it scored."""
+        """Step 7: why this run does not count (decide.judge); None when it scored."""
         guarded = {change.name for change in changes}
         # Any other tracked file of the worktree changed counts too (new untracked files are just cleaned).
         tracked = [name for name in self.workspace.changed_files()
                    if name not in guarded and self._is_tracked(name)]
-        if changes or tracked:
-            names = [change.name for change in changes] + tracked
-            failure = Failure(REJECTED, "integrity: train.py modified " + ", ".join(names),
-                              "Worktree files were restored; train.py must not change other files.")
-            unrestorable = [change for change in changes if not change.restorable]
-            if unrestorable:
-                failure.extra["stops_run"] = (f"{describe(unrestorable)}: the harness or the dataset can no longer "
-                                              "be trusted; reinstall autoresearch or re-run `autoresearch prepare`, "
-                                              "then resume")
-            return failure
-        if training.status == runner.INTEGRITY:
-            return Failure(REJECTED, training.reason or "integrity", "train.py may read only the train split.")
-        if training.status == runner.TIMEOUT:
-            return Failure(TIMEOUT, training.reason or "timeout")
-        if training.status == runner.CRASH:
-            return Failure(CRASH, training.reason or "crash", extra={"crash_log": "train.log"})
-        overhead = self._overhead_failure(training, kind)
-        if overhead is not None:
-            return overhead
-        assert evaluation is not None
-        if not getattr(evaluation, "ok", False):
-            failure_kind = getattr(evaluation, "failure_kind", None)
-            why = getattr(evaluation, "reason", None) or "the evaluator failed"
-            extra = {"eval_failure_kind": failure_kind}
-            if failure_kind in ("causality", "tamper"):
-                reason = why if why.startswith(f"{failure_kind}:") else f"{failure_kind}: {why}"
-                return Failure(REJECTED, reason, f"The evaluator rejected it: {reason}", extra)
-            if failure_kind == "timeout":
-                return Failure(TIMEOUT, f"evaluation timed out: {why}", extra=extra)
-            return Failure(CRASH, f"evaluation failed ({failure_kind}): {why}", extra={**extra, "crash_log": "eval.log"})
-        return claimed_score_failure(runner.float_or_none(training.summary.get("val_bpb")),
-                                     float(evaluation.bpb))  # type: ignore[attr-defined]
+        return decide.judge(training, evaluation, changes, tracked, kind, self._startup(kind, training))
 
     def _overhead_failure(self, training: runner.TrainingResult, kind: str) -> Failure | None:
-        """Training work outside train.py's own clock: more start-up than the reference allows (trust.py).
+        """Training work outside train.py's own clock: more start-up than the reference allows (decide.py, trust.py)."""
+        return decide.overhead_failure(training, kind, self._startup(kind, training))
 
-        The harness's wall clock around the process minus the budget is the start-up (and
-        shut-down) a trial spends outside its timer. The baseline's first run (a fresh compile
-        cache) is the cold yardstick, its noise-floor runs the warm one; a trial that changes what
-        is compiled is compared with the cold one.
+    def _startup(self, kind: str, training: runner.TrainingResult) -> decide.StartUp:
+        """What a trial's start-up is measured against: the baseline's cold and warm start-ups, the tolerance.
+
+        A proposal that trained and changes what is compiled (trust.compiles_cold: its train.py
+        against the baseline's) is compared with the cold one.
         """
-        baseline = self.baseline_record()
-        if kind == KIND_BASELINE or training.status != runner.OK or baseline is None or baseline.training_seconds is None:
-            return None
-        budget = self.config.budget
-        warm = [max(0.0, record.training_seconds - budget) for record in self.records
-                if record.extra.get("noise_floor") and record.status in (KEEP, DISCARD)
-                and record.training_seconds is not None]
-        cold = kind == KIND_PROPOSAL and trust.compiles_cold(
+        baseline = self.history.baseline_record()
+        cold = kind == KIND_PROPOSAL and training.status == runner.OK and baseline is not None and trust.compiles_cold(
             self.workspace.show(baseline.commit, "train.py"), (self.workspace.path / "train.py").read_text("utf-8"))
-        rule = trust.startup_rule(cold_startup=max(0.0, baseline.training_seconds - budget), warm_startups=warm,
-                                  cold=cold, tolerance=self.config.overhead_tolerance)
-        outside = training.seconds - budget
-        if outside <= rule.allowed:
-            return None
-        reason = (f"time: train.py's process ran {training.seconds:.1f} s, {outside:.1f} s beyond its {budget:g} s "
-                  f"budget, more than the {rule.allowed:.1f} s allowed: {rule.words}. Training work outside the "
-                  "budget's clock (before its timer starts, or after it ends) does not count")
-        return Failure(REJECTED, reason, "Do all training inside TIME_BUDGET, measured from the start of the run.")
+        return decide.StartUp(baseline.training_seconds if baseline else None,
+                              self.history.noise_floor_training_seconds(), cold, self.config.budget,
+                              self.config.overhead_tolerance)
 
     def _wall_limit(self) -> float:
         """Budget plus start-up allowance: --startup-allowance, else from the baseline's cold start-up (trust.py)."""
-        baseline = self.baseline_record()
+        baseline = self.history.baseline_record()
         cold = None if baseline is None or baseline.training_seconds is None else \
             max(0.0, baseline.training_seconds - self.config.budget)
         return self.config.budget + trust.startup_allowance(self.config.startup_allowance, cold)
 
     def _apply(self, record: TrialRecord, failure: Failure, prefix: str = "", run_dir: str = "") -> None:
+        """A failed run on the record: its status and reason (the crash log under `run_dir`), the agent's note."""
         record.status, record.failure_reason = failure.status, prefix + failure.reason
         extra = dict(failure.extra)
         if run_dir and "crash_log" in extra:
@@ -1103,35 +950,25 @@ class Night:
             self.rejection_notes.append(f"Trial {record.trial} was rejected: {record.failure_reason}. {failure.note}")
 
     def _decide(self, record: TrialRecord, trial_dir: Path, kind: str) -> None:
-        """Step 8: keep or discard a scored trial, in words (the rules are in trust.py)."""
+        """Step 8: keep or discard a scored trial; decide.py decides, this runs the confirmation seeds it asks for."""
         val_bpb = float(record.val_bpb)  # type: ignore[arg-type]
-        if kind == KIND_BASELINE:
-            record.status, record.decision = KEEP, f"baseline: {val_bpb:.6f} (seed {record.seed})"
+        history = self.history
+        screening = decide.screen_first_run(
+            kind, record.trial, record.seed, val_bpb,  # type: ignore[arg-type]
+            reference=history.reference() if kind != KIND_BASELINE else None, threshold=history.threshold(),
+            largest_kept_gain=history.largest_kept_gain(), rules=self._keep_rules(), base_seed=self.config.seed)
+        if screening.reference is not None:
+            record.delta = screening.delta
+            record.extra["reference_bpb"] = screening.reference
+        if not screening.needs_confirmation:
+            record.status, record.decision = screening.status, screening.decision  # type: ignore[assignment]
             return
-        reference, reference_words = self.reference()
-        record.delta = val_bpb - reference
-        record.extra["reference_bpb"] = reference
-        if kind == KIND_NOISE:
-            record.status = DISCARD
-            record.decision = (f"noise-floor run of the baseline (seed {record.seed}): {val_bpb:.6f}; measures "
-                               "run-to-run noise and is never kept")
-            return
-        threshold = self.threshold()
-        first = trust.screen(val_bpb, reference, threshold, reference_words)
-        if not first.candidate:
-            record.status, record.decision = DISCARD, first.reason
-            return
-        quarantined = trust.quarantine(first.gain, self.largest_kept_gain(), threshold,
-                                       factor=self.config.quarantine_factor, floor=self.config.quarantine_floor)
-        count = max(self.config.confirm_runs, 1 if quarantined else 0)
-        if count == 0:
-            record.status, record.decision = KEEP, first.reason + "; not re-run (--confirm-runs 0)"
-            return
-        if quarantined:
-            record.extra["quarantined"] = quarantined
+        if screening.quarantined:
+            record.extra["quarantined"] = screening.quarantined
         runs = [(record.seed, val_bpb)]
         record.extra["runs"] = [{"seed": record.seed, "val_bpb": val_bpb}]
-        for index, seed in enumerate(trust.confirmation_seeds(self.config.seed, record.trial, count), start=1):
+        count = len(screening.confirmation_seeds)
+        for index, seed in enumerate(screening.confirmation_seeds, start=1):
             self.emit(NOTE, record.trial, f"candidate: confirming with seed {seed} ({index} of {count})")
             run_dir = f"confirm-{index}"
             training, evaluation, failure = self._train_and_score(record, trial_dir / run_dir, seed, kind)
@@ -1142,11 +979,13 @@ class Night:
             score = float(evaluation.bpb)  # type: ignore[attr-defined]
             runs.append((seed, score))
             record.extra["runs"].append({"seed": seed, "val_bpb": score, "training_seconds": round(training.seconds, 3)})
-        status, why = trust.confirm(runs, reference, threshold, quarantined=bool(quarantined))
-        record.val_bpb = trust.mean([score for _, score in runs])
-        record.delta = record.val_bpb - reference
-        record.status = status
-        record.decision = "; ".join(part for part in (quarantined, "first run: " + first.reason, why) if part)
+        conclusion = decide.conclude(screening, runs)  # type: ignore[arg-type]
+        record.val_bpb, record.delta = conclusion.val_bpb, conclusion.delta
+        record.status, record.decision = conclusion.status, conclusion.decision
+
+    def _keep_rules(self) -> decide.KeepRules:
+        config = self.config
+        return decide.KeepRules(config.confirm_runs, config.quarantine_factor, config.quarantine_floor)
 
     def _is_tracked(self, name: str) -> bool:
         try:
@@ -1159,52 +998,37 @@ class Night:
         """Step 8: record the trial, move the best, reset the worktree to it, plan a repair."""
         record.ended_at = utc_now()
         record.total_seconds = round(time.monotonic() - started, 3)
-        if record.extra.get("baseline") and record.status not in (KEEP, INTERRUPTED):
-            record.extra["stops_run"] = (f"the unmodified train.py (the baseline) did not score: {record.status}: "
-                                         f"{record.failure_reason}; fix it or its environment, then resume")
-        # A failed noise-floor run is the machine's doing (the baseline's own code scored before: a full
-        # disk, a busy GPU): its seed runs again; deciding without the noise floor asked for keeps noise.
-        if record.extra.get("noise_floor") and record.status not in (DISCARD, INTERRUPTED) \
-                and self.noise_failures(record.seed) + 1 >= MAX_NOISE_ATTEMPTS:
-            record.extra["stops_run"] = (f"the noise-floor run with seed {record.seed} failed {MAX_NOISE_ATTEMPTS} "
-                                         f"times ({record.status}: {record.failure_reason}); the baseline's own "
-                                         "code cannot be measured again here: fix the machine (disk, memory, "
-                                         "device), then resume")
+        stop_reason = decide.stops_run(record, self.history.noise_failures(record.seed))
+        if stop_reason:
+            record.extra["stops_run"] = stop_reason
         previous = self.best
-        if record.status == KEEP:
-            self.best = Best(record.trial, record.commit, record.val_bpb)
-        record.best_val_bpb = self.best.val_bpb
+        recorded = self.history.add(record)
+        record.best_val_bpb = recorded.best.val_bpb
         # Record first: a stop between here and the reset is repaired on resume from the records.
         self._write_trial_file(record, trial_dir, in_progress=False)  # before the line: a lost line is rebuilt
         ledger.append_trial(self.run_dir, record)
-        self.records.append(record)
-        if record.train_py_sha256 and record.status != INTERRUPTED:  # an interrupted source was never tried
-            self.seen_sources.setdefault(record.train_py_sha256, record.trial)
-        self._refresh_noise_floor()
+        self.history = recorded
+        self.state["noise_floor"] = self.history.noise_floor()
         self._save_state()
         self.workspace.reset_to(self.best.commit)
         # Weights: the baseline's and the best trial's are kept (holdout scores and `autoresearch eval`).
-        if record.status == KEEP and previous.trial is not None and previous.trial != self._baseline_trial():
+        if record.status == KEEP and previous.trial is not None and previous.trial != self.history.baseline_trial():
             (self.run_dir / trial_dir_name(previous.trial) / WEIGHTS_FILE).unlink(missing_ok=True)
         elif record.status != KEEP:
             (trial_dir / WEIGHTS_FILE).unlink(missing_ok=True)
-        self._plan_repair(record, trial_dir)
+        self._plan_repair()
         self.emit(TRIAL_FINISHED, record.trial, record.status, record=record.to_dict(), totals=self.totals())
         return record
 
     def _write_trial_file(self, record: TrialRecord, trial_dir: Path, *, in_progress: bool) -> None:
         ledger.write_trial_file(trial_dir, record, in_progress=in_progress, settings=self.config.summary())
 
-    def _plan_repair(self, record: TrialRecord, trial_dir: Path) -> None:
-        if record.extra.get("noise_floor"):
-            return  # the baseline's own code: nothing for the agent to repair
-        if record.status == CRASH and record.commit and self.best.val_bpb is not None \
-                and record.repair_attempt < self.config.max_repairs:
-            log = trial_dir / record.extra.get("crash_log", "train.log")
-            crashed = self.repair.crashed_trial if (self.repair and record.repair_attempt) else record.trial
-            self.repair = Repair(crashed, record.commit, record.repair_attempt + 1, runner.log_tail(log))
-        elif record.status != INTERRUPTED:
-            self.repair = None
+    def _plan_repair(self) -> None:
+        """The repair the next proposal makes (history.py decides), told the tail of the crash's log."""
+        plan = self.history.repair_plan()
+        self.repair = None if plan is None else Repair(
+            plan.crashed_trial, plan.crashed_commit, plan.attempt,
+            runner.log_tail(self.run_dir / trial_dir_name(plan.last_trial) / plan.crash_log))
 
     # -- closing
 

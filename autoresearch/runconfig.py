@@ -7,7 +7,7 @@ flags override everything. Every value is checked here, and a bad one is a UserE
 it came from, so the loop only ever sees a complete, valid `RunConfig`.
 
 The trust settings (noise_runs, noise_sigmas, confirm_runs, quarantine_factor, quarantine_floor,
-overhead_tolerance, holdout) are explained in trust.py and loop.py; `[tool.autoresearch]` may set
+overhead_tolerance, holdout) are explained in trust.py and decide.py; `[tool.autoresearch]` may set
 them too (`noise-runs = 4`).
 
 This module does not check that the dataset or the project exist (gitops and the loop do), and a

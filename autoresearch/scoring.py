@@ -18,9 +18,10 @@ Checks against a train.py that breaks the measurement, each a `tamper` verdict:
   scoring and after, and no torch function or dispatch mode may be left active;
 - the rows and byte lengths are hashed before train.py is imported and checked after scoring.
 
-The validation rows are the same for every trial: documents of the split in stored order, each
-row (seq_len + 1 tokens) filled with whole documents starting at a BOS, the document that does
-not fit cropped to fill the row and its remainder dropped. They are cached next to the dataset.
+The validation rows are the same for every trial and follow the reference's definition (best-fit
+packing of the split's documents, in stored order, from a buffer of 1000; see
+`autoresearch.data.evalrows` for the definition and the few documented differences). Their number
+is max(1, tokens // seq_len), whatever the batch size. They are cached next to the dataset.
 
 What this does NOT protect against: it runs the agent's code in-process, so a train.py written
 to subvert the evaluator can still do so (ctypes, patching objects this module does not check,
@@ -51,7 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from autoresearch import contract, launch
-from autoresearch.data import layout
+from autoresearch.data import evalrows, layout
+from autoresearch.data.manifest import check_format
 from autoresearch.errors import UserError
 from autoresearch.evaluate import FAILURE_KINDS, STARTED_MODEL_MARKER, EvalResult
 
@@ -60,8 +62,8 @@ _cross_entropy = F.cross_entropy
 _from_numpy = torch.from_numpy
 _torch_load = torch.load
 
-PACKING_VERSION = 1
-PREPARE_FUNCTIONS = ("evaluate_bpb", "make_dataloader", "Tokenizer", "_eval_rows", "_open_split")
+PACKING_VERSION = 2  # 2: the reference's best-fit rows (autoresearch.data.evalrows)
+PREPARE_FUNCTIONS = ("evaluate_bpb", "make_dataloader", "Tokenizer", "_eval_rows", "_eval_pieces", "_open_split")
 __all__ = ["FAILURE_KINDS", "EvalResult", "bits_per_byte", "causality_probe", "main", "pack_eval_rows", "score"]
 
 @dataclass
@@ -94,15 +96,16 @@ def _read_manifest_or_fail(data_dir: Path) -> dict:
     manifest = layout.read_manifest(data_dir)
     if manifest is None:
         raise UserError(f"no prepared dataset at {data_dir} (manifest.json is missing): run `autoresearch prepare`")
+    check_format(data_dir, manifest)
     return manifest
 
 
 def pack_eval_rows(data_dir: Path, split: str, seq_len: int, tokens: int, *, cache: bool = True) -> np.ndarray:
     """(n_rows, seq_len + 1) validation rows, n_rows = max(1, tokens // seq_len), BOS-aligned.
 
-    Deterministic: documents in stored order, whole documents per row, the one that does not fit
-    cropped and its remainder dropped. Fewer rows come back when the split runs out. Cached as
-    .npy in the dataset directory, keyed by the manifest, split, seq_len and tokens.
+    The reference's rows (`evalrows.pack_rows`): best-fit from a buffer of documents in stored
+    order; a split that runs out starts again, as the reference's does. Cached as .npy in the
+    dataset directory, keyed by the packing version, the manifest, split, seq_len and tokens.
     """
     data_dir = Path(data_dir)
     if split not in contract.SPLITS:
@@ -119,22 +122,10 @@ def pack_eval_rows(data_dir: Path, split: str, seq_len: int, tokens: int, *, cac
         flat, doc_starts = layout.read_split(data_dir, split, dtype)
     except FileNotFoundError as error:
         raise UserError(f"the dataset at {data_dir} has no {split} split ({error.filename}): prepare it again") from error
-    row_len = seq_len + 1
-    wanted = max(1, tokens // seq_len)
-    rows = np.empty((wanted, row_len), dtype=dtype)
-    n_rows, pos = 0, 0
-    for start, end in zip(doc_starts[:-1].tolist(), doc_starts[1:].tolist()):
-        take = min(end - start, row_len - pos)
-        rows[n_rows, pos : pos + take] = flat[start : start + take]
-        pos += take
-        if pos == row_len:
-            n_rows, pos = n_rows + 1, 0
-            if n_rows == wanted:
-                break
-    if n_rows == 0:
-        raise UserError(f"the {split} split of {data_dir} holds fewer than {row_len} tokens: "
-                        f"too small to score at seq_len {seq_len}")
-    rows = rows[:n_rows]
+    if len(doc_starts) < 2 or np.any(np.diff(doc_starts) < 1) or int(doc_starts[-1]) != len(flat):
+        raise UserError(f"the {split} split of {data_dir} is empty or its document index does not match "
+                        f"{split}.bin: prepare it again")
+    rows = evalrows.pack_rows(flat, doc_starts, evalrows.row_count(tokens, seq_len), seq_len + 1)
     if cache:
         tmp = cache_path.with_name(cache_path.name + f".{os.getpid()}.tmp")
         try:

@@ -1,7 +1,7 @@
 """Keep decisions above the noise: the noise floor, the keep threshold, confirmation and quarantine.
 
 Pure functions over numbers and sources (no files, git or processes), so that each rule is tested on its own;
-the loop (loop.py) gathers the numbers from the records and asks these. Lower val_bpb is better;
+history.py gathers the numbers from the records and decide.py asks these. Lower val_bpb is better;
 a *gain* is the reference's val_bpb minus the candidate's (positive is better).
 
 The rules, as the records and the report state them:

@@ -68,7 +68,7 @@ def build_datasets(root: Path) -> dict[str, Path]:
     trainer.train_from_iterator(iter(sample), VOCAB_SIZE - len(layout.SPECIAL_TOKENS))
     ranks = [token for token, _ in sorted(trainer.get_mergeable_ranks(), key=lambda pair: pair[1])]
     spec = layout.TokenizerSpec(pattern=trainer.get_pattern(), ranks=ranks,
-                                special_tokens={layout.BOS_TOKEN: len(ranks)})
+                                special_tokens=layout.special_token_ids(len(ranks)))
     encoding = spec.encoding()
     dtype = layout.token_dtype(spec.vocab_size)
     encoded = {split: encoding.encode_ordinary_batch(docs, num_threads=os.cpu_count() or 1)

@@ -50,7 +50,7 @@ def build_tiny_dataset(dataset_dir: Path, vocab_size: int = 320, n_docs: int = 4
     trainer.train_from_iterator(iter(splits["train"]), vocab_size - len(layout.SPECIAL_TOKENS))
     ranks = [token for token, _ in sorted(trainer.get_mergeable_ranks(), key=lambda pair: pair[1])]
     spec = layout.TokenizerSpec(pattern=trainer.get_pattern(), ranks=ranks,
-                                special_tokens={layout.BOS_TOKEN: len(ranks)})
+                                special_tokens=layout.special_token_ids(len(ranks)))
     layout.write_tokenizer(dataset_dir, spec)
     encoding = spec.encoding()
     dtype = layout.token_dtype(spec.vocab_size)

@@ -15,7 +15,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from autoresearch import contract
-from autoresearch.data import build, layout
+from autoresearch.data import bpe, build, layout
 from autoresearch.data.build import prepare_dataset
 from autoresearch.data.manifest import verify_dataset
 from autoresearch.errors import UserError
@@ -77,8 +77,12 @@ def test_local_folder_of_every_format_with_exact_utf8_byte_counts(tmp_path):
         assert counts["documents"] == len(texts) >= 1
         assert counts["bytes"] == sum(len(text.encode("utf-8")) for text in texts)
         tokens, _ = layout.read_split(dataset, split, manifest["token_dtype"])
-        # BOS counts 0 bytes, so the token bytes add up to exactly the UTF-8 bytes of the text
-        assert int(token_bytes[np.asarray(tokens)].sum()) == counts["bytes"]
+        # scored bytes, as the reference counts them: the UTF-8 of each token decoded alone (a
+        # fragment of a character decodes to U+FFFD, 3 bytes), special tokens 0
+        encoding = layout.read_tokenizer(dataset).encoding()
+        decoded = sum(len(encoding.decode([token]).encode("utf-8")) for token in np.asarray(tokens).tolist()
+                      if token < len(layout.read_tokenizer(dataset).ranks))
+        assert int(token_bytes[np.asarray(tokens)].sum()) == decoded
     assert sorted(seen) == sorted(documents)  # every document exactly once, none invented
 
 
@@ -170,7 +174,8 @@ def test_long_text_file_is_cut_into_documents_at_blank_lines(tmp_path):
 def test_tokenizer_chars_bounds_the_training_text():
     dataset = sample_dataset(tokenizer_chars=20_000)
     trained = verify_dataset(dataset)["tokenizer_training"]
-    assert trained["characters"] == 20_000 and trained["documents"] < 40
+    # as the reference: documents until at least 20,000 characters, the last one whole (up to its cut)
+    assert 20_000 <= trained["characters"] < 20_000 + bpe.DOCUMENT_CHARS and trained["documents"] < 40
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "docs-corpus").is_dir(), reason="shared docs corpus absent")
@@ -184,3 +189,15 @@ def test_real_docs_corpus_glob(tmp_path):
     assert total <= expected and total > 0.95 * expected  # only empty rows are dropped
     assert manifest["vocab_size"] == 1024
     assert os.path.getsize(layout.bin_path(dataset, "train")) == manifest["splits"]["train"]["tokens"] * 2
+
+
+def test_a_dataset_of_the_old_format_is_refused_then_rebuilt_by_prepare():
+    dataset = sample_dataset()
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest["format_version"] = 1  # what every dataset prepared before the reference's scoring says
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"has format 1, this version reads 2 .*run `autoresearch prepare "
+                                        r"--dataset sample --name sample --force`"):
+        verify_dataset(dataset)
+    assert sample_dataset() == dataset  # prepare notices and rebuilds it
+    assert verify_dataset(dataset)["format_version"] == 2

@@ -67,22 +67,17 @@ def token_bytes(tiny_dataset) -> np.ndarray:
 # --- packing ------------------------------------------------------------------------------------
 
 
-def test_rows_are_bos_aligned_whole_documents_in_stored_order(tiny_dataset, rows):
+def test_rows_are_bos_aligned_best_fit_pieces_of_the_split(tiny_dataset, rows):
+    """The full definition is cross-checked in test_scoring_reference.py; here, its visible properties."""
     manifest = layout.read_manifest(tiny_dataset)
     flat, starts = layout.read_split(tiny_dataset, "val", manifest["token_dtype"])
     assert rows.shape == (1024 // SEQ_LEN, SEQ_LEN + 1)
     assert (rows[:, 0] == manifest["bos_id"]).all()
-    # rebuild the first rows by hand: documents in order, the overflowing one cropped
-    docs = [np.asarray(flat[a:b]) for a, b in zip(starts[:-1], starts[1:])]
-    expected, current = [], []
-    for doc in docs:
-        current.extend(doc[: SEQ_LEN + 1 - len(current)].tolist())
-        if len(current) == SEQ_LEN + 1:
-            expected.append(current)
-            current = []
-        if len(expected) == 3:
-            break
-    assert rows[:3].tolist() == expected
+    docs = {tuple(np.asarray(flat[a:b]).tolist()) for a, b in zip(starts[:-1], starts[1:])}
+    for row in rows.tolist():  # every BOS starts a piece that is a document's prefix
+        bos_at = [i for i, token in enumerate(row) if token == manifest["bos_id"]] + [len(row)]
+        for a, b in zip(bos_at[:-1], bos_at[1:]):
+            assert any(doc[: b - a] == tuple(row[a:b]) for doc in docs)
 
 
 def test_rows_are_cached_and_identical_on_reload(tiny_dataset, rows):
@@ -93,15 +88,29 @@ def test_rows_are_cached_and_identical_on_reload(tiny_dataset, rows):
     assert np.array_equal(again, rows) and np.array_equal(fresh, rows)
 
 
-def test_small_split_gives_fewer_rows_and_a_missing_dataset_is_a_user_error(tiny_dataset, tmp_path):
-    everything = evaluate.pack_eval_rows(tiny_dataset, "val", SEQ_LEN, 10**9, cache=False)
+def test_a_split_that_runs_out_starts_again_and_a_missing_dataset_is_a_user_error(tiny_dataset, tmp_path):
     n_tokens = layout.read_manifest(tiny_dataset)["splits"]["val"]["tokens"]
-    assert 0 < len(everything) < 10**9 // SEQ_LEN
-    assert len(everything) * (SEQ_LEN + 1) <= n_tokens
+    rows = evaluate.pack_eval_rows(tiny_dataset, "val", SEQ_LEN, 4 * n_tokens, cache=False)
+    assert len(rows) == 4 * n_tokens // SEQ_LEN  # the reference repeats the split: the row count holds
     with pytest.raises(UserError, match="no prepared dataset"):
         evaluate.pack_eval_rows(tmp_path, "val", SEQ_LEN, 100)
-    with pytest.raises(UserError, match="too small"):
-        evaluate.pack_eval_rows(tiny_dataset, "val", n_tokens + 10, 10**6, cache=False)
+
+
+def test_a_dataset_of_the_old_format_is_refused_with_the_command_that_rebuilds_it(tiny_dataset, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset, old, ignore=shutil.ignore_patterns("eval-rows-*"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"has format 1, this version reads 2 .*autoresearch prepare .*--force"):
+        evaluate.pack_eval_rows(old, "val", SEQ_LEN, 1024)
+    completed = subprocess.run([sys.executable, "-m", "autoresearch.evaluate", "--train-py", __file__,
+                                "--weights", str(tmp_path / "none.pt"), "--data-dir", str(old), "--device", "cpu"],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().count("\n") == 0 and completed.stderr.startswith("error: dataset ")
 
 
 # --- bits per byte ------------------------------------------------------------------------------
@@ -126,7 +135,19 @@ def test_bits_per_byte_matches_an_independent_float64_computation(rows, token_by
     assert result.bpb == pytest.approx(expected, rel=1e-6)
     targets = rows[:, 1:]
     assert result.bytes == int(token_bytes[targets].sum())
-    assert result.tokens == int((token_bytes[targets] > 0).sum()) < targets.size  # BOS targets left out
+    assert result.tokens == int((token_bytes[targets] > 0).sum())
+
+
+def test_special_token_targets_count_neither_nats_nor_bytes(tiny_dataset, token_bytes):
+    rows = evaluate.pack_eval_rows(tiny_dataset, "val", 256, 256 * 4, cache=False)  # several documents a row
+    targets = rows[:, 1:]
+    assert (token_bytes[targets] == 0).any()  # BOS targets are there
+    model = Bigram(len(token_bytes))
+    result = evaluate.bits_per_byte(model, rows, token_bytes, batch_size=3)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(rows[:, :-1].astype(np.int64))).numpy()
+    assert result.tokens == int((token_bytes[targets] > 0).sum()) < targets.size
+    assert result.bpb == pytest.approx(_independent_bpb(logits, targets.astype(np.int64), token_bytes), rel=1e-6)
 
 
 def test_a_model_ignoring_its_input_scores_the_unigram_entropy(rows, token_bytes):
@@ -349,3 +370,12 @@ def test_run_evaluator_kills_its_process_group_when_interrupted(tmp_path, tiny_d
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert _processes_naming(str(train_py)) == []
+
+
+def test_the_score_does_not_depend_on_the_batch_size(tiny_dataset, token_bytes):
+    """The rows are packed once, then cut into batches: any batch size scores the same tokens."""
+    rows = evaluate.pack_eval_rows(tiny_dataset, "val", SEQ_LEN, 1000, cache=False)  # 31 rows: no size divides it
+    model = Bigram(len(token_bytes))
+    scores = {size: evaluate.bits_per_byte(model, rows, token_bytes, size) for size in (1, 4, 7, 31, 64)}
+    assert len({(score.tokens, score.bytes) for score in scores.values()}) == 1
+    assert max(score.bpb for score in scores.values()) - min(score.bpb for score in scores.values()) < 1e-12

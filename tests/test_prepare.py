@@ -71,6 +71,9 @@ def test_env_names_and_defaults_agree_with_the_contract(monkeypatch):
     assert module.SEED == 42 and module.TRAIN_ONLY is False
     assert contract.dataset_dir() == module.DATA_DIR
     assert module.BOS_TOKEN == layout.BOS_TOKEN
+    from autoresearch.data.manifest import FORMAT_VERSION
+
+    assert module.FORMAT_VERSION == FORMAT_VERSION  # prepare.py refuses what the harness refuses
 
     monkeypatch.setenv(contract.ENV_DATASET, "other")
     monkeypatch.setenv(contract.ENV_MAX_SEQ_LEN, "128")
@@ -98,10 +101,10 @@ def test_tokenizer_agrees_with_the_layout_reader(prepare, tiny_dataset):
     assert tokenizer.decode(torch.tensor(ids)) == text
     assert tokenizer.get_vocab_size() == spec.vocab_size == 320
     assert tokenizer.get_bos_token_id() == spec.bos_id
-    assert tokenizer.encode(text, prepend="<|bos|>") == [spec.bos_id, *ids]
+    assert tokenizer.encode(text, prepend="<|reserved_0|>") == [spec.bos_id, *ids]
     bo = reference.encode_ordinary("Bo")
     assert tokenizer.encode([text, "Bo"], prepend=spec.bos_id) == [[spec.bos_id, *ids], [spec.bos_id, *bo]]
-    assert tokenizer.encode("<|bos|>") != [spec.bos_id]  # special-token text in input stays text
+    assert tokenizer.encode("<|reserved_0|>") != [spec.bos_id]  # special-token text in input stays text
     token_bytes = prepare.get_token_bytes()
     assert token_bytes.dtype == torch.int32
     assert token_bytes.tolist() == layout.read_token_bytes(tiny_dataset).tolist()

@@ -4,6 +4,7 @@ reference implementations."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import math
@@ -213,9 +214,16 @@ def test_sliding_window_masks_agree_with_a_naive_attention(train_module):
     i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
     scores = scores.masked_fill(~((j <= i) & (i - j < window)), float("-inf"))
     expected = scores.softmax(-1) @ v
-    sdpa = train_module.attend(q, k, v, train_module.sliding_window_mask(T, window, "cpu"))
+    bands = train_module.sliding_window_bands(T, window, "cpu")
+    assert len(bands.bands) > 2 and all(m is None or m.shape[1] < T for _, _, _, m in bands.bands)  # no (T, T) mask
+    dense = train_module.attend(q, k, v, train_module.sliding_window_mask(T, window, "cpu"))
+    assert torch.allclose(dense, expected, atol=1e-5)
+    sdpa = train_module.attend(q, k, v, bands)
     flex = train_module.attend(q, k, v, train_module.sliding_window_block_mask(T, window, "cpu"))
     assert torch.allclose(sdpa, expected, atol=1e-5) and torch.allclose(flex, expected, atol=1e-5)
+    for band_size in (1, 7, 70, 200):  # bands of any size, cropped at the end, give the same attention
+        odd = train_module.attend(q, k, v, train_module.sliding_window_bands(T, window, "cpu", band_size))
+        assert torch.allclose(odd, expected, atol=1e-5), band_size
     full = train_module.attend(q, k, v, None)
     assert torch.allclose(full, (((q @ k.transpose(-1, -2)) / 4.0).masked_fill(j > i, float("-inf"))).softmax(-1) @ v,
                           atol=1e-5)
@@ -347,3 +355,116 @@ def test_adamw_matches_torch_adamw_and_muon_scales_tall_matrices(train_module):
                              0.02 * 2.0, 0.0, 0.95, 5, -1, torch.float32)
     muon.step()
     assert torch.allclose(tall.detach(), expected[0], atol=1e-6)
+
+
+# --- dtypes on CUDA, checked on the CPU with fake CUDA tensors -----------------------------------
+
+
+@contextlib.contextmanager
+def cuda_bf16_autocast_without_a_gpu():
+    """The dispatch state of `torch.autocast("cuda", torch.bfloat16)`, set directly.
+
+    The context manager itself switches off (with a warning) when torch sees no GPU, but the
+    autocast dispatch key works on fake CUDA tensors all the same: this is how a CPU-only machine
+    sees which dtypes each op returns on CUDA.
+    """
+    enabled, dtype = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+    torch.set_autocast_enabled("cuda", True)
+    torch.set_autocast_dtype("cuda", torch.bfloat16)
+    torch.autocast_increment_nesting()
+    try:
+        yield
+    finally:
+        if torch.autocast_decrement_nesting() == 0:
+            torch.clear_autocast_cache()
+        torch.set_autocast_enabled("cuda", enabled)
+        torch.set_autocast_dtype("cuda", dtype)
+
+
+def fake_cuda(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    return torch.empty(*shape, dtype=dtype, device="cuda")
+
+
+def test_on_cuda_autocast_norm_keeps_bf16_where_rms_norm_returns_float32(train_module):
+    """The dispatch itself, on fake CUDA tensors: what torch 2.13 does on a GPU, and what the cast undoes.
+
+    (A whole forward pass cannot run on fake CUDA tensors here: Python indexing of a CUDA tensor
+    needs a CUDA device guard, which a CPU build lacks, and a fake CUDA linear under autocast
+    aborts. So the norm and the residual scaling are checked here, and the whole model, with
+    rms_norm answering as it does under CUDA autocast, in the tests below.)
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(), cuda_bf16_autocast_without_a_gpu():
+        x = fake_cuda(2, 8, 64)
+        assert x.device.type == "cuda"
+        if torch.__version__ >= "2.12":
+            assert torch.nn.functional.rms_norm(x, (64,)).dtype == torch.float32  # the 2.12+ behaviour
+        assert train_module.norm(x).dtype == torch.bfloat16
+        resid_lambda = torch.empty((), dtype=torch.float32, device="cuda")  # resid_lambdas[i]: 0-d float32
+        assert (resid_lambda * x + resid_lambda * x).dtype == torch.bfloat16
+
+
+def gpt_dtypes_with_cuda_like_rms_norm(train_module, monkeypatch) -> dict[str, torch.dtype]:
+    """The whole small GPT in bf16 on the CPU, with rms_norm answering as it does under CUDA autocast
+    (float32 out): the dtype of each block's output, the lm_head input and the logits."""
+    real_rms_norm = torch.nn.functional.rms_norm
+    monkeypatch.setattr(torch.nn.functional, "rms_norm", lambda *args, **kwargs: real_rms_norm(*args, **kwargs).float())
+    torch.manual_seed(0)
+    model = train_module.build_model("cpu")
+    model.init_weights(embedding_dtype=torch.bfloat16)  # what build_model does on CUDA
+    seen: dict[str, torch.dtype] = {}
+    for index, block in enumerate(model.transformer.h):
+        block.register_forward_hook(lambda module, args, out, index=index: seen.__setitem__(f"block {index}", out.dtype))
+    model.lm_head.register_forward_hook(lambda module, args, out: seen.__setitem__("lm_head input", args[0].dtype))
+    idx = torch.randint(0, 320, (2, TINY_SEQ_LEN), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # linear layers in bf16, as on CUDA
+        seen["logits"] = model(idx).dtype
+    return seen
+
+
+def small_knobs(train_module, monkeypatch) -> None:
+    for name in ("DEPTH", "ASPECT_RATIO", "HEAD_DIM"):
+        monkeypatch.setattr(train_module, name, TINY_KNOBS[name])
+    monkeypatch.setattr(train_module, "WINDOW_PATTERN", "SL")  # a sliding-window layer, then a full one
+
+
+def test_the_residual_stream_stays_bf16_when_rms_norm_answers_float32(train_module, monkeypatch):
+    small_knobs(train_module, monkeypatch)
+    seen = gpt_dtypes_with_cuda_like_rms_norm(train_module, monkeypatch)
+    assert seen == {"block 0": torch.bfloat16, "block 1": torch.bfloat16, "lm_head input": torch.bfloat16,
+                    "logits": torch.float32}
+
+
+def test_without_the_cast_the_residual_stream_would_be_float32(train_module, monkeypatch):
+    """The failure the cast fixes: the plain F.rms_norm of the reference's norm()."""
+    small_knobs(train_module, monkeypatch)
+    monkeypatch.setattr(train_module, "norm", lambda x: torch.nn.functional.rms_norm(x, (x.size(-1),)))
+    seen = gpt_dtypes_with_cuda_like_rms_norm(train_module, monkeypatch)
+    assert seen["block 0"] == seen["lm_head input"] == torch.float32
+
+
+def test_the_cast_leaves_cpu_numerics_bit_identical(train_module, monkeypatch):
+    small_knobs(train_module, monkeypatch)
+    torch.manual_seed(0)
+    model = train_module.build_model("cpu")
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+        idx = torch.randint(0, 320, (2, TINY_SEQ_LEN), generator=torch.Generator().manual_seed(1))
+        with_cast = model(idx)
+        monkeypatch.setattr(train_module, "norm", lambda x: torch.nn.functional.rms_norm(x, (x.size(-1),)))
+        without_cast = model(idx)
+    assert torch.equal(with_cast, without_cast)
+
+
+def test_at_the_default_context_no_layer_builds_a_t_by_t_mask(train_module):
+    config = train_module.GPTConfig(sequence_len=2048, vocab_size=64, n_layer=4, n_head=1, n_embd=8,
+                                    window_pattern="SSSL")
+    with torch.device("meta"):
+        model = train_module.GPT(config)
+    masks = model.attention_masks(2048, torch.device("cpu"))
+    assert masks[-1] is None  # the last layer: full causal context
+    assert all(isinstance(mask, train_module.WindowBands) for mask in masks[:3])
+    assert max(band_mask.numel() for mask in masks[:3] for *_, band_mask in mask.bands if band_mask is not None) \
+        < 2048 * 2048 // 4

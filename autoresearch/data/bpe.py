@@ -1,10 +1,12 @@
 """Train the byte-level BPE tokenizer with rustbpe and turn it into a `layout.TokenizerSpec`.
 
 The split pattern is GPT-4's, except that numbers split into runs of at most two digits (as in
-the reference). The merges are learned from the train split only, reading at most
-`max_chars` characters and at most DOCUMENT_CHARS characters of any one document, so one huge
-document cannot dominate and the training time stays bounded on big corpora. `<|bos|>` gets
-the id right after the last merge (id = number of ranks).
+the reference). The merges are learned from the train split only, as the reference does: each
+document cut to its first DOCUMENT_CHARS characters, documents taken in order until at least
+`max_chars` characters were handed out (1 B by default; the document that crosses the limit is
+handed out whole, up to its cut), so one huge document cannot dominate and the training time
+stays bounded on big corpora. The four special tokens <|reserved_0..3|> get the ids right after
+the last merge; <|reserved_0|> is BOS.
 
 What this does NOT protect against: a corpus too small or too repetitive to supply the
 requested number of merges; rustbpe then stops early and the tokenizer is smaller than asked
@@ -26,7 +28,7 @@ SPLIT_PATTERN = (
 MIN_VOCAB_SIZE = 256 + len(layout.SPECIAL_TOKENS)  # every byte, plus the special tokens
 MAX_VOCAB_SIZE = 1 << 20
 DEFAULT_VOCAB_SIZE = 8192
-DEFAULT_MAX_CHARS = 2_000_000_000
+DEFAULT_MAX_CHARS = 1_000_000_000  # the reference's text_iterator(max_chars=1_000_000_000)
 DOCUMENT_CHARS = 10_000
 
 
@@ -38,11 +40,12 @@ def check_vocab_size(vocab_size: int) -> None:
 
 def capped_texts(batches: Iterable[list[str]], max_chars: int, on_chars: Callable[[int], None] | None = None,
                  document_chars: int = DOCUMENT_CHARS) -> Iterator[str]:
-    """The documents of `batches`, each cut to `document_chars`, until `max_chars` are handed out."""
+    """The documents of `batches`, each cut to `document_chars`, until `max_chars` are handed out
+    (the last one whole, as in the reference)."""
     handed_out = 0
     for batch in batches:
         for text in batch:
-            piece = text[: min(document_chars, max_chars - handed_out)]
+            piece = text[:document_chars]
             handed_out += len(piece)
             if on_chars is not None:
                 on_chars(len(piece))
@@ -61,5 +64,5 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> layout.TokenizerSp
     ranked = sorted(trainer.get_mergeable_ranks(), key=lambda pair: pair[1])
     ranks = [bytes(token) for token, _ in ranked]
     assert [rank for _, rank in ranked] == list(range(len(ranks))), "rustbpe ranks are not 0..n-1"
-    special_tokens = {name: len(ranks) + offset for offset, name in enumerate(layout.SPECIAL_TOKENS)}
+    special_tokens = layout.special_token_ids(len(ranks))
     return layout.TokenizerSpec(pattern=trainer.get_pattern(), ranks=ranks, special_tokens=special_tokens)

@@ -7,7 +7,7 @@ writes `<split>.docs.npy` and returns the split's counts. Memory stays bounded b
 however large the corpus; the document offsets (8 bytes a document) are the only thing that
 grows.
 
-Special tokens in the text (a literal "<|bos|>") are encoded as ordinary text, never as BOS.
+Special tokens in the text (a literal "<|reserved_0|>") are encoded as ordinary text, never as BOS.
 
 What this does NOT protect against: a crash halfway leaves a partial `.bin` behind; the caller
 writes into a temporary directory and only moves it into place once everything is done.

@@ -4,8 +4,13 @@ A dataset directory holds::
 
     manifest.json        written last; a dataset without it is incomplete and never used
     tokenizer.json       {"pattern", "special_tokens": {name: id}, "bos_token", "ranks": [base64 bytes]}
-                         (the token with id i is ranks[i]; special tokens follow the ranks)
-    token_bytes.npy      int32[vocab_size]: each token's raw byte length, 0 for special tokens
+                         (the token with id i is ranks[i]; the four special tokens follow the
+                         ranks, as in the reference: <|reserved_0|> .. <|reserved_3|>, BOS is
+                         <|reserved_0|>)
+    token_bytes.npy      int32[vocab_size]: each token's byte count for bits per byte, defined as
+                         the reference defines it: the UTF-8 length of the token decoded on its
+                         own (a partial UTF-8 sequence decodes to U+FFFD, 3 bytes); 0 for
+                         special tokens
     <split>.bin          flat token ids (dtype from the manifest, uint16 while vocab <= 65536);
                          every document is BOS followed by its tokens
     <split>.docs.npy     int64[n_docs + 1]: where each document starts in <split>.bin; the last
@@ -29,8 +34,22 @@ import numpy as np
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 TOKEN_BYTES = "token_bytes.npy"
-BOS_TOKEN = "<|bos|>"
-SPECIAL_TOKENS = (BOS_TOKEN,)
+SPECIAL_TOKENS = tuple(f"<|reserved_{i}|>" for i in range(4))  # the reference's four
+BOS_TOKEN = SPECIAL_TOKENS[0]
+
+
+def special_token_ids(n_ranks: int) -> dict[str, int]:
+    """The special tokens' ids: right after the last of `n_ranks` merges, in order."""
+    return {name: n_ranks + offset for offset, name in enumerate(SPECIAL_TOKENS)}
+
+
+def decoded_byte_length(token: bytes) -> int:
+    """Bytes a token counts for in bits per byte: len(utf8(decode(token))), errors replaced.
+
+    A complete UTF-8 piece counts its own bytes; a fragment of a multi-byte character decodes
+    to U+FFFD replacement characters (3 bytes each), so it may count more or fewer than it holds.
+    """
+    return len(token.decode("utf-8", errors="replace").encode("utf-8"))
 
 
 def bin_path(dataset_dir: Path, split: str) -> Path:
@@ -72,10 +91,9 @@ class TokenizerSpec:
         )
 
     def token_byte_lengths(self) -> np.ndarray:
-        """Raw byte length of every token (not of its decoded string: a partial UTF-8 token
-        counts its real bytes, not a 3-byte replacement character); 0 for special tokens."""
+        """`decoded_byte_length` of every token (the reference's token_bytes); 0 for special tokens."""
         lengths = np.zeros(self.vocab_size, dtype=np.int32)
-        lengths[: len(self.ranks)] = [len(token) for token in self.ranks]
+        lengths[: len(self.ranks)] = [decoded_byte_length(token) for token in self.ranks]
         return lengths
 
 
