@@ -571,11 +571,10 @@ class Night:
     # -- the agent
 
     def proposer(self) -> Proposer:
-        if self._proposer is None:
-            from autoresearch.agent.factory import create_proposer
+        if self._proposer is None:  # open() builds it (with the checks); this serves a Night used without open()
+            from autoresearch.agent.factory import proposer_for
 
-            self._proposer = create_proposer(self.config.agent, model=self.config.model, seed=self.config.seed,
-                                             notes_path=self.run_dir / "notes.md")
+            self._proposer = proposer_for(self.config, notes_path=self.run_dir / "notes.md")
         return self._proposer
 
     def evaluator(self) -> Evaluator:
