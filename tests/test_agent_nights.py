@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,11 @@ def test_a_night_with_a_coding_agent_cli(tmp_path: Path, run_dataset: Path) -> N
     plan.parent.mkdir(parents=True)
     plan.write_text("edit 'MATRIX_LR = 0.005' 'MATRIX_LR = 0.03'\nother\nother\nother\nhang\n"
                     "edit 'MATRIX_LR = 0.03' 'MATRIX_LR = 0.02'\n")
-    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))} plan"
+    # installed where a CLI lives in a home directory: the sandbox lets the agent read that, not tests/
+    standin = home / ".standin" / "bin" / STANDIN.name
+    standin.parent.mkdir()
+    shutil.copy(STANDIN, standin)
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(standin))} plan"
     code, output = run(project, run_dataset, "--agent", "command", "--agent-command", command,
                        "--agent-timeout", "3", "--max-trials", "4", STANDIN_PLAN=str(plan), HOME=str(home))
     assert code == 0, output
