@@ -11,7 +11,9 @@ measurement first, then how training ended, its start-up beyond the reference
 The keep decision (the rules are trust.py's) comes in two pure steps around the only side
 effect, the confirmation runs: `screen_first_run` decides the baseline, a noise-floor run and a
 first run that does not clear the threshold at once, and otherwise says which seeds must confirm
-it (quarantine included); `conclude` decides from all its runs. `stops_run` says when a recorded
+it (quarantine included); `screen_against` asks it with a history's reference, threshold and
+largest kept gain (a scheduler may pass the history a candidate's parent had: a stale one);
+`conclude` decides from all its runs. `stops_run` says when a recorded
 trial ends the run (the baseline did not score; a noise-floor seed failed again).
 
 What this does not protect against: wrong inputs. These rules trust the numbers they are given:
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from autoresearch import runner, trust
-from autoresearch.history import KIND_BASELINE, KIND_NOISE, Reference
+from autoresearch.history import KIND_BASELINE, KIND_NOISE, History, Reference
 from autoresearch.integrity import describe
 from autoresearch.ledger import CRASH, DISCARD, INTERRUPTED, KEEP, REJECTED, TIMEOUT, TrialRecord
 
@@ -196,6 +198,16 @@ def screen_first_run(kind: str, trial: int, seed: int, val_bpb: float, *, refere
                          threshold, first)
     return Screening(None, None, reference.val_bpb, delta, threshold, first, quarantined,
                      tuple(trust.confirmation_seeds(base_seed, trial, count)))
+
+
+def screen_against(history: History, kind: str, trial: int, seed: int, val_bpb: float, *,
+                   rules: KeepRules) -> Screening:
+    """`screen_first_run` with what `history` says: its reference (none for the baseline), threshold,
+    largest kept gain and the run's seed. The history is the one the run is compared against."""
+    return screen_first_run(kind, trial, seed, val_bpb,
+                            reference=history.reference() if kind != KIND_BASELINE else None,
+                            threshold=history.threshold(), largest_kept_gain=history.largest_kept_gain(),
+                            rules=rules, base_seed=history.settings.seed)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch import decide, runner, trust
-from autoresearch.history import KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL, Reference
+from autoresearch.history import KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL, History, HistorySettings, Reference
 from autoresearch.integrity import Change
 from autoresearch.ledger import CRASH, DISCARD, INTERRUPTED, KEEP, REJECTED, TIMEOUT, TrialRecord
 
@@ -255,3 +255,34 @@ def test_a_baseline_that_did_not_score_and_a_noise_seed_that_failed_twice_stop_t
     assert decide.stops_run(finished(INTERRUPTED, seed=43, noise_floor=True), 1) is None
     assert decide.stops_run(finished(DISCARD, seed=43, noise_floor=True), 1) is None
     assert decide.stops_run(finished(CRASH, reason="boom"), 5) is None  # a proposal's crash is the agent's to repair
+
+
+# --- screen_against: the screening with a history's numbers -----------------------------------------
+
+
+def test_screen_against_takes_the_reference_threshold_and_seed_from_the_history_it_is_given() -> None:
+    base = "b0" * 20
+
+    def scored(trial: int, status: str, val_bpb: float, seed: int, commit: str = base, **extra: object) -> TrialRecord:
+        return TrialRecord(trial=trial, status=status, description=f"trial {trial}", parent=base, commit=commit,
+                           started_at="2026-01-01T00:00:00+00:00", ended_at="2026-01-01T00:05:00+00:00",
+                           val_bpb=val_bpb, seed=seed, extra=dict(extra))
+
+    settings = HistorySettings(seed=42, noise_runs=2, noise_sigmas=2.0, min_delta=0.0, max_repairs=2)
+    empty = History.of([], settings, base)
+    assert decide.screen_against(empty, KIND_BASELINE, 0, 42, 1.0, rules=RULES).status == KEEP
+    # baseline 1.000 with seeds 43 and 44 at 1.002 and 0.998: mean 1.000, std 0.002, threshold 0.004
+    floor = empty.add(scored(0, KEEP, 1.0, 42, baseline=True)).add(scored(1, DISCARD, 1.002, 43, noise_floor=True)) \
+        .add(scored(2, DISCARD, 0.998, 44, noise_floor=True))
+    candidate = decide.screen_against(floor, KIND_PROPOSAL, 3, 42, 0.990, rules=RULES)
+    assert candidate.needs_confirmation and candidate.quarantined is None  # gain 0.010 is not above the 0.01 floor
+    assert candidate.reference == pytest.approx(1.0) and candidate.threshold is not None
+    assert candidate.threshold.value == pytest.approx(0.004)
+    assert candidate.confirmation_seeds == (1045,)  # 42 + 1000 + trial 3
+    assert decide.screen_against(floor, KIND_PROPOSAL, 3, 42, 0.997, rules=RULES).status == DISCARD  # gain 0.003
+    # once trial 3 is kept at 0.990 and 0.992 (mean 0.991), 0.990 is no candidate; the stale history still says it is
+    kept = floor.add(scored(3, KEEP, 0.991, 42, commit="c3" * 20, runs=[{"seed": 42, "val_bpb": 0.990},
+                                                                        {"seed": 1045, "val_bpb": 0.992}]))
+    now = decide.screen_against(kept, KIND_PROPOSAL, 4, 42, 0.990, rules=RULES)
+    assert now.status == DISCARD and now.reference == pytest.approx(0.991)
+    assert decide.screen_against(floor, KIND_PROPOSAL, 4, 42, 0.990, rules=RULES).needs_confirmation
