@@ -951,11 +951,8 @@ class Night:
     def _decide(self, record: TrialRecord, trial_dir: Path, kind: str) -> None:
         """Step 8: keep or discard a scored trial; decide.py decides, this runs the confirmation seeds it asks for."""
         val_bpb = float(record.val_bpb)  # type: ignore[arg-type]
-        history = self.history
-        screening = decide.screen_first_run(
-            kind, record.trial, record.seed, val_bpb,  # type: ignore[arg-type]
-            reference=history.reference() if kind != KIND_BASELINE else None, threshold=history.threshold(),
-            largest_kept_gain=history.largest_kept_gain(), rules=self._keep_rules(), base_seed=self.config.seed)
+        screening = decide.screen_against(self.history, kind, record.trial, record.seed,  # type: ignore[arg-type]
+                                          val_bpb, rules=self._keep_rules())
         if screening.reference is not None:
             record.delta = screening.delta
             record.extra["reference_bpb"] = screening.reference
