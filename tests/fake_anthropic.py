@@ -47,7 +47,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fake_http import LocalServer
 
 DEFAULT_USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0}
@@ -302,42 +304,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(2)  # SHUT_RDWR: the client sees the connection drop
 
 
-class FakeAnthropic:
+class FakeAnthropic(LocalServer):
     """The server; use as a context manager, or call start() and stop()."""
 
     def __init__(self, known_models: set[str] | None = None, api_key: str | None = None) -> None:
-        self._state = _State(known_models=known_models, api_key=api_key)
-        handler = type("FakeMessagesHandler", (_Handler,), {"state": self._state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-anthropic", daemon=True)
+        super().__init__(_State(known_models=known_models, api_key=api_key), _Handler, "fake-anthropic")
         self._tool_ids = 0
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def requests(self) -> list[dict]:
-        return self._state.requests
-
-    @property
-    def headers(self) -> list[dict]:
-        return self._state.headers
+        return self.origin
 
     @property
     def counts(self) -> int:
         return self._state.counts
-
-    @property
-    def check_fault(self) -> Fault | None:
-        return self._state.check_fault
-
-    @check_fault.setter
-    def check_fault(self, fault: Fault | None) -> None:
-        self._state.check_fault = fault
 
     def enqueue(self, *items: Reply | Fault) -> None:
         """Queue responses, answered in order; tool_use blocks without an id get a unique one."""
@@ -349,22 +329,3 @@ class FakeAnthropic:
                         block["id"] = f"toolu_fake_{self._tool_ids:04d}"
             with self._state.lock:
                 self._state.queue.append(item)
-
-    @property
-    def pending(self) -> int:
-        with self._state.lock:
-            return len(self._state.queue)
-
-    def start(self) -> FakeAnthropic:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

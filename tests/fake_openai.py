@@ -40,7 +40,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fake_http import LocalServer
 
 DEFAULT_USAGE = {"prompt_tokens": 100, "completion_tokens": 20}
 TEXT_PIECE, ARGUMENT_PIECE = 8, 7
@@ -270,42 +272,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(2)
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
     """The server; use as a context manager, or call start() and stop()."""
 
     def __init__(self, models: list[str] | None = None, api_key: str | None = None) -> None:
-        self._state = _State(models=models, api_key=api_key)
-        handler = type("FakeChatHandler", (_Handler,), {"state": self._state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai", daemon=True)
+        super().__init__(_State(models=models, api_key=api_key), _Handler, "fake-openai")
         self._call_ids = 0
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    @property
-    def requests(self) -> list[dict]:
-        return self._state.requests
-
-    @property
-    def headers(self) -> list[dict]:
-        return self._state.headers
+        return f"{self.origin}/v1"
 
     @property
     def model_lists(self) -> int:
         return self._state.model_lists
-
-    @property
-    def check_fault(self) -> Fault | None:
-        return self._state.check_fault
-
-    @check_fault.setter
-    def check_fault(self, fault: Fault | None) -> None:
-        self._state.check_fault = fault
 
     def enqueue(self, *items: Reply | Fault) -> None:
         """Queue responses, answered in order; tool calls without an id get a unique one."""
@@ -317,22 +297,3 @@ class FakeOpenAI:
                         tool["id"] = f"call_fake_{self._call_ids:04d}"
             with self._state.lock:
                 self._state.queue.append(item)
-
-    @property
-    def pending(self) -> int:
-        with self._state.lock:
-            return len(self._state.queue)
-
-    def start(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

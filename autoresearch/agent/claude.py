@@ -28,7 +28,7 @@ from pathlib import Path
 import anthropic
 
 from autoresearch.agent import prompts
-from autoresearch.agent.base import Proposal, ProposalContext, Usage, attach_partial
+from autoresearch.agent.base import Proposal, ProposalContext, Usage
 from autoresearch.agent.editor import ToolResult, TrainPyEditor
 from autoresearch.agent.pricing import Prices, cost_usd, price_for, unpriced_note
 from autoresearch.agent.retry import (
@@ -41,7 +41,7 @@ from autoresearch.agent.retry import (
     reading_stream,
     user_error_for,
 )
-from autoresearch.agent.tools import ProposalTools
+from autoresearch.agent.tools import ProposalTools, ToolConversation
 from autoresearch.errors import UserError
 
 # Sonnet-class default: "Claude Sonnet 5.5 (Latest)" on platform.claude.com/docs/en/models/overview.
@@ -92,7 +92,7 @@ def _with_breakpoint(messages: list[dict]) -> list[dict]:
     return prepared
 
 
-class ClaudeProposer:
+class ClaudeProposer(ToolConversation):
     """Proposes each experiment by letting Claude edit train.py through the text editor tool."""
 
     name = "claude"
@@ -118,22 +118,7 @@ class ClaudeProposer:
         self.view_max_characters = view_max_characters
         self.prices = price_for(self.model, prices)  # None: unpriced, cost "unknown"
 
-    def cost_unknown_reason(self) -> str | None:
-        return unpriced_note(self.model) if self.prices is None else None
-
-    # --- the conversation ---------------------------------------------------------------------
-
-    def propose(self, context: ProposalContext) -> Proposal:
-        editor = TrainPyEditor(context.worktree, context.trial_dir, max_characters=self.view_max_characters,
-                               program_md=context.program_md)
-        tools = ProposalTools(editor, context, self.notes_path)
-        usage = Usage()
-        transcript: list[dict] = []
-        try:
-            return self._converse(context, editor, tools, usage, transcript)
-        except BaseException as error:  # re-raised as it is, carrying what was paid for so far
-            attach_partial(error, usage, transcript)
-            raise
+    # --- the conversation (ToolConversation.propose gives it the editor and tools) --------------
 
     def _converse(self, context: ProposalContext, editor: TrainPyEditor, tools: ProposalTools, usage: Usage,
                   transcript: list[dict]) -> Proposal:

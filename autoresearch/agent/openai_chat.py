@@ -31,7 +31,7 @@ from pathlib import Path
 import openai
 
 from autoresearch.agent import prompts
-from autoresearch.agent.base import Proposal, ProposalContext, Usage, attach_partial
+from autoresearch.agent.base import Proposal, ProposalContext, Usage
 from autoresearch.agent.claude import NO_DESCRIPTION, describe
 from autoresearch.agent.editor import ToolResult, TrainPyEditor
 from autoresearch.agent.pricing import Prices, price_for, unpriced_note
@@ -45,7 +45,7 @@ from autoresearch.agent.retry import (
     reading_stream,
     user_error_for,
 )
-from autoresearch.agent.tools import ProposalTools
+from autoresearch.agent.tools import ProposalTools, ToolConversation
 from autoresearch.errors import UserError
 
 OPENAI = Provider("the OpenAI-compatible API", openai.APIStatusError, openai.APITimeoutError,
@@ -110,7 +110,7 @@ class _Assembled:
         return calls
 
 
-class OpenAIProposer:
+class OpenAIProposer(ToolConversation):
     """Proposes each experiment through an OpenAI-compatible Chat Completions endpoint."""
 
     name = "openai"
@@ -132,22 +132,7 @@ class OpenAIProposer:
         self.prices = price_for(model, prices)
         self.max_completion_tokens = max_completion_tokens  # None: the server's default
 
-    def cost_unknown_reason(self) -> str | None:
-        return unpriced_note(self.model) if self.prices is None else None
-
-    # --- the conversation ---------------------------------------------------------------------
-
-    def propose(self, context: ProposalContext) -> Proposal:
-        editor = TrainPyEditor(context.worktree, context.trial_dir, max_characters=self.view_max_characters,
-                               program_md=context.program_md)
-        tools = ProposalTools(editor, context, self.notes_path)
-        usage = Usage()
-        transcript: list[dict] = []
-        try:
-            return self._converse(context, editor, tools, usage, transcript)
-        except BaseException as error:  # re-raised as it is, carrying what was paid for so far
-            attach_partial(error, usage, transcript)
-            raise
+    # --- the conversation (ToolConversation.propose gives it the editor and tools) --------------
 
     def _converse(self, context: ProposalContext, editor: TrainPyEditor, tools: ProposalTools, usage: Usage,
                   transcript: list[dict]) -> Proposal:

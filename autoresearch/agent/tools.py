@@ -1,6 +1,8 @@
 """The tools every LLM proposer offers besides the editor: the trials table and research notes.
 
 `ProposalTools(editor, context, notes_path)` runs a named tool call and returns a `ToolResult`;
+`ToolConversation` is what both LLM proposers share around their API's conversation: the editor
+and tools each proposal gets, and the usage of a failed conversation carried on its exception;
 the Claude agent and the OpenAI-compatible agent both dispatch through it, so the same call does
 the same thing whatever the API. `READ_HISTORY` and `RESEARCH_NOTES` describe the two tools once
 (name, description, JSON schema); each agent wraps them in its API's tool format.
@@ -14,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoresearch.agent import prompts
-from autoresearch.agent.base import ProposalContext
+from autoresearch.agent.base import Proposal, ProposalContext, Usage, attach_partial
 from autoresearch.agent.editor import TOOL_NAME as EDITOR_TOOL_NAME
 from autoresearch.agent.editor import ToolResult, TrainPyEditor
+from autoresearch.agent.pricing import unpriced_note
 from autoresearch.atomic import write_text_atomic
 
 READ_HISTORY = {
@@ -82,3 +85,32 @@ class ProposalTools:
             write_text_atomic(self.notes_path, existing + entry)
             return ToolResult("Appended to the research notes.")
         return ToolResult("Error: 'action' must be 'read' or 'append'", is_error=True)
+
+
+class ToolConversation:
+    """The frame of an LLM proposer: subclasses set `model`, `prices`, `notes_path`,
+    `view_max_characters` and implement `_converse` for their API."""
+
+    model: str
+    prices: object | None  # None: the model is unpriced, its cost "unknown"
+    notes_path: Path | None
+    view_max_characters: int
+
+    def cost_unknown_reason(self) -> str | None:
+        return unpriced_note(self.model) if self.prices is None else None
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        editor = TrainPyEditor(context.worktree, context.trial_dir, max_characters=self.view_max_characters,
+                               program_md=context.program_md)
+        tools = ProposalTools(editor, context, self.notes_path)
+        usage = Usage()
+        transcript: list[dict] = []
+        try:
+            return self._converse(context, editor, tools, usage, transcript)
+        except BaseException as error:  # re-raised as it is, carrying what was paid for so far
+            attach_partial(error, usage, transcript)
+            raise
+
+    def _converse(self, context: ProposalContext, editor: TrainPyEditor, tools: ProposalTools, usage: Usage,
+                  transcript: list[dict]) -> Proposal:
+        raise NotImplementedError
