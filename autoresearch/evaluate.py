@@ -3,7 +3,8 @@
     python -m autoresearch.evaluate --train-py train.py --weights model.pt --data-dir DATASET
 
 The loop calls `run_evaluator`, which starts that command in a process (and process group) of its
-own with a timeout and reads back its verdict, an `EvalResult`. The program itself lives in
+own with a timeout and reads back its verdict, an `EvalResult` (defined in verdict.py, which
+scoring.py imports too, and re-exported here). The program itself lives in
 `autoresearch/scoring.py` (it imports torch); this module does not import torch, so the harness
 process that only starts evaluations stays light. `pack_eval_rows`, `bits_per_byte`,
 `causality_probe` and the other names of the scoring program are still reachable here
@@ -34,15 +35,13 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from autoresearch.errors import UserError
 from autoresearch.launch import ENV_HARNESS_PID
+from autoresearch.verdict import FAILURE_KINDS, STARTED_MODEL_MARKER, EvalResult, Evaluator  # noqa: F401 - re-exported
 
-STARTED_MODEL_MARKER = "autoresearch-evaluate: importing train.py"  # after it, failures are the model's
 EVALUATOR_KILL_GRACE = 0.5  # seconds a stopped evaluator gets before its supervisor sweeps
-FAILURE_KINDS = ("causality", "tamper", "model_error", "weights_error", "timeout")
 
 # Names of the scoring program (scoring.py, which imports torch) reachable from this module.
 _SCORING_NAMES = frozenset({
@@ -59,27 +58,6 @@ def __getattr__(name: str):
 
         return getattr(scoring, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@dataclass
-class EvalResult:
-    ok: bool
-    split: str
-    bpb: float | None
-    loss_nats: float | None
-    tokens: int
-    bytes: int
-    causal_ok: bool | None
-    failure_kind: str | None  # None when ok, else one of FAILURE_KINDS
-    reason: str | None
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EvalResult:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
 # --- The loop's side: run the evaluator in a subprocess -----------------------------------------

@@ -36,18 +36,18 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch import atomic, ledger
 from autoresearch.errors import UserError
 from autoresearch.ledger import KEEP, TrialRecord
+from autoresearch.runlock import acquire_run_lock, release_run_lock
+from autoresearch.verdict import Evaluator
 
 HOLDOUT_JSON = "holdout.json"
 HOLDOUT_LOG = "holdout.log"
 WEIGHTS_FILE = "model.pt"
-Evaluator = Callable[..., object]
 
 
 @dataclass
@@ -168,8 +168,6 @@ def score_run(run_dir: Path, evaluator: Evaluator | None = None, *, force: bool 
     `force=False` reuses a holdout_bpb already on a record (the loop, at the end of a resumed run).
     `locked` says the caller holds the run's lock (the loop does); otherwise it is taken here.
     """
-    from autoresearch.loop import acquire_run_lock, release_run_lock
-
     run_dir = Path(run_dir)
     if not locked:
         acquire_run_lock(run_dir)

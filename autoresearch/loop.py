@@ -78,10 +78,13 @@ from autoresearch.decide import Failure
 from autoresearch.errors import UserError
 from autoresearch.gitops import Project, Workspace, branch_name
 from autoresearch.history import KIND_BASELINE, KIND_NOISE, KIND_PROPOSAL, Best, History, HistorySettings
+from autoresearch.holdout import score_run
 from autoresearch.integrity import Guard, sha256_text
 from autoresearch.knobs import set_knobs
 from autoresearch.ledger import INTERRUPTED, KEEP, REJECTED, TrialRecord
 from autoresearch.runconfig import RunConfig
+from autoresearch.runlock import acquire_run_lock, release_run_lock
+from autoresearch.verdict import Evaluator
 from autoresearch.view import (
     EVALUATING,
     NOTE,
@@ -99,11 +102,9 @@ from autoresearch.view import (
 )
 
 EXIT_INTERRUPTED = 130
-LOCK_FILE = "lock"
 TRAINING_GROUP_FILE = "training.pgid"  # the process group of the training in progress
 WEIGHTS_FILE = "model.pt"
 MAX_AGENT_FAILURES = 5  # consecutive proposer exceptions before the run stops
-Evaluator = Callable[..., object]
 
 
 def utc_now() -> str:
@@ -624,7 +625,8 @@ class Night:
         self._write_trial_file(record, trial_dir, in_progress=True)
         label = record.description if kind != KIND_PROPOSAL else (
             f"repair {repair.attempt} of trial {repair.crashed_trial}" if repair else "proposing")
-        self.emit(TRIAL_STARTED, number, label, repair_attempt=record.repair_attempt)
+        self.emit(TRIAL_STARTED, number, label, trial_kind=kind, seed=seed, repair_attempt=record.repair_attempt,
+                  repairs_trial=repair.crashed_trial if repair else None)
         fatal: UserError | None = None
         try:
             fatal = self._steps(record, kind, repair, trial_dir)
@@ -965,7 +967,8 @@ class Night:
         record.extra["runs"] = [{"seed": record.seed, "val_bpb": val_bpb}]
         count = len(screening.confirmation_seeds)
         for index, seed in enumerate(screening.confirmation_seeds, start=1):
-            self.emit(NOTE, record.trial, f"candidate: confirming with seed {seed} ({index} of {count})")
+            self.emit(NOTE, record.trial, f"candidate: confirming with seed {seed} ({index} of {count})",
+                      confirmation=index, confirmations=count, seed=seed)
             run_dir = f"confirm-{index}"
             training, evaluation, failure = self._train_and_score(record, trial_dir / run_dir, seed, kind)
             (trial_dir / run_dir / WEIGHTS_FILE).unlink(missing_ok=True)  # only a trial's first weights are kept
@@ -1030,8 +1033,6 @@ class Night:
 
     def score_holdout(self) -> dict | None:
         """At the end of a run: the baseline and the best on the holdout split (holdout.py)."""
-        from autoresearch.holdout import score_run
-
         baseline = self.baseline_record()
         if baseline is None or baseline.val_bpb is None:
             return None
@@ -1073,37 +1074,6 @@ class Night:
         with contextlib.suppress(OSError):
             if os.isatty(1):
                 os.write(1, b"\x1b[?25h\n")
-
-
-def acquire_run_lock(run_dir: Path) -> None:
-    """Take `runs/<tag>/lock` (a pid file) or raise a UserError naming the process that holds it."""
-    lock = Path(run_dir) / LOCK_FILE
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and holder != os.getpid() and runner.pid_alive(holder):
-                raise UserError(f"another autoresearch run (pid {holder}) is using {run_dir}; "
-                                f"stop it first, or delete {lock} if that process is not autoresearch") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        return
-    raise UserError(f"could not take the lock {lock}; delete it if no run is active")
-
-
-def release_run_lock(run_dir: Path) -> None:
-    lock = Path(run_dir) / LOCK_FILE
-    try:
-        if int(lock.read_text().strip() or 0) == os.getpid():
-            lock.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 def run_night(config: RunConfig, *, proposer: Proposer | None = None, view: View | None = None,

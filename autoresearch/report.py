@@ -5,7 +5,7 @@
 how many kept, baseline -> best, holdout and noise floor when recorded, where the night's time
 went, the kept changes in order, crashes and rejections grouped by reason, and which version of
 `program.md` each stretch of trials ran under. Rendering lives in `render.py`, the plot in
-`plot.py`; this module knows nothing about the terminal.
+`plot.py`; they import this module, never the other way: it knows nothing about the terminal.
 
 It only reads: it takes no lock and works while a run is still writing (a trial directory with no
 record yet is reported as pending; a torn last line in trials.jsonl is skipped and warned about).
@@ -648,20 +648,3 @@ def compare_runs(runs_dir: Path) -> list[RunReport]:
     if not runs:
         raise UserError(f"no runs under {Path(runs_dir)}/ yet: start one with `autoresearch run`")
     return [load_run(path) for path in runs]
-
-
-# --- Rendering, reachable from here too (the code lives in render.py and plot.py) --------------------------
-
-
-def render_report(report: RunReport, console, diff: bool = False) -> None:
-    """Print the report to a rich `Console` (see `autoresearch.render.render_report`)."""
-    from autoresearch import render
-
-    render.render_report(report, console, diff=diff)
-
-
-def write_markdown(report: RunReport, diff: bool = False, plot: bool = True) -> Path:
-    """Write `runs/<tag>/report.md` beside progress.png (see `autoresearch.render.write_markdown`)."""
-    from autoresearch import render
-
-    return render.write_markdown(report, diff=diff, plot=plot)

@@ -6,7 +6,7 @@ lengths, THEN imports the trial's train.py as a module named `train` (so its tra
 it the rows. The model only ever sees the input tokens and returns logits; the cross-entropy and
 the bits per byte are computed here, with functions captured before train.py was imported. Before
 scoring, a causality probe checks that logits at positions < t do not change when the tokens at
-positions >= t do. The verdict is one JSON object (`autoresearch.evaluate.EvalResult`), printed as
+positions >= t do. The verdict is one JSON object (`autoresearch.verdict.EvalResult`), printed as
 the last line of stdout and written to --json-out.
 
 Checks against a train.py that breaks the measurement, each a `tamper` verdict:
@@ -55,7 +55,7 @@ from autoresearch import contract, launch
 from autoresearch.data import evalrows, layout
 from autoresearch.data.manifest import check_format
 from autoresearch.errors import UserError
-from autoresearch.evaluate import FAILURE_KINDS, STARTED_MODEL_MARKER, EvalResult
+from autoresearch.verdict import FAILURE_KINDS, STARTED_MODEL_MARKER, EvalResult
 
 # Captured when the harness imports this module, long before any train.py is imported.
 _cross_entropy = F.cross_entropy

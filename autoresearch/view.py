@@ -7,28 +7,32 @@ keep/discard/crash counts and the agent's tokens and cost, and prints one perman
 finished trial above it. `PlainView` (a pipe or a file) prints one line per event, progress at
 most every `progress_every` seconds. `NullView` swallows everything (tests, benchmarks).
 
+What a trial is for (baseline, noise floor and its seed, a confirmation run and its index) is read
+from the events' data, set where the loop emits them, never parsed out of their messages.
+
 This module only displays; nothing it does changes a run, and an exception while drawing is the
 caller's bug, not a recorded failure.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
+from autoresearch.history import KIND_BASELINE, KIND_NOISE
+
 # Event kinds, in the order a trial emits them.
 RUN_STARTED = "run_started"
-TRIAL_STARTED = "trial_started"
+TRIAL_STARTED = "trial_started"  # data: trial_kind (history.KIND_*), seed, repair_attempt (0: not a repair), repairs_trial
 PROPOSAL = "proposal"  # the agent finished (data: description, agent_seconds)
 PROPOSAL_INVALID = "proposal_invalid"  # goes back to the agent (data: reason, attempt)
 TRAINING = "training"
 PROGRESS = "progress"  # data: step, percent, loss, remaining, elapsed
 EVALUATING = "evaluating"
 TRIAL_FINISHED = "trial_finished"  # data: record (dict), totals (dict)
-NOTE = "note"
+NOTE = "note"  # before a confirmation run, data: confirmation (its index, from 1), confirmations, seed
 RUN_STOPPED = "run_stopped"  # data: status, stop_reason, totals
 
 
@@ -40,27 +44,23 @@ class Event:
     data: dict = field(default_factory=dict)
 
 
-# What the loop says when a trial of the noise floor starts, and before each confirmation run.
-NOISE_FLOOR_MESSAGE = re.compile(r"^noise floor: .*\bseed (\d+)")
-CONFIRMING_MESSAGE = re.compile(r"^candidate: confirming with seed (\d+)(?: \((\d+) of (\d+)\))?")
-
-
-def trial_purpose(message: str) -> str | None:
-    """What a trial that is not a proposal is for, from its TRIAL_STARTED message: "baseline" or
-    "noise floor (seed N)"; None for a proposal (or a repair)."""
-    if message == "baseline":
+def trial_purpose(data: dict) -> str | None:
+    """What a trial that is not a proposal is for, from its TRIAL_STARTED data: "baseline" or
+    "noise floor (seed N)"; None for a proposal (a repair is a proposal too)."""
+    kind = data.get("trial_kind")
+    if kind == KIND_BASELINE:
         return "baseline"
-    match = NOISE_FLOOR_MESSAGE.match(message)
-    return f"noise floor (seed {match.group(1)})" if match else None
+    if kind == KIND_NOISE:
+        return f"noise floor (seed {data.get('seed')})"
+    return None
 
 
-def confirmation_purpose(message: str) -> str | None:
-    """ "confirming (seed N, i of n)" from the loop's note before a confirmation run; None otherwise."""
-    match = CONFIRMING_MESSAGE.match(message)
-    if not match:
+def confirmation_purpose(data: dict) -> str | None:
+    """ "confirming (seed N, i of n)" from the data of the loop's note before a confirmation run; None otherwise."""
+    index = data.get("confirmation")
+    if index is None:
         return None
-    seed, index, count = match.groups()
-    return f"confirming (seed {seed}, {index} of {count})" if index else f"confirming (seed {seed})"
+    return f"confirming (seed {data.get('seed')}, {index} of {data.get('confirmations')})"
 
 
 class View(Protocol):
@@ -194,7 +194,7 @@ class LiveView:
             state["title"] = f"autoresearch {data.get('tag', '')}"
             self.console.print(event.message)
         elif event.kind == TRIAL_STARTED:
-            purpose = trial_purpose(event.message)
+            purpose = trial_purpose(data)
             state.update(trial=event.trial, description=event.message, progress=None, purpose=purpose)
             self._phase(purpose or "proposing")
         elif event.kind == PROPOSAL:
@@ -208,7 +208,7 @@ class LiveView:
             state["purpose"] = None
             self._phase("between trials")
         elif event.kind in (NOTE, PROPOSAL_INVALID):
-            confirming = confirmation_purpose(event.message) if event.kind == NOTE else None
+            confirming = confirmation_purpose(data) if event.kind == NOTE else None
             if confirming:
                 state["purpose"] = confirming
                 self._phase(confirming)
