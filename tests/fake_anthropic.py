@@ -47,9 +47,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 
-from fake_http import LocalServer
+from fake_http import LocalServer, StreamingHandler
 
 DEFAULT_USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0}
@@ -178,7 +177,7 @@ def _message_json(item: Reply, model: str, message_id: str) -> dict:
             "usage": {**DEFAULT_USAGE, **(item.usage or {})}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StreamingHandler):
     protocol_version = "HTTP/1.1"
     state: _State  # set on the subclass made per server
 
@@ -247,8 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
             for name, payload in events[: item.after_events]:
                 self._send_event(name, payload)
             if item.kind == "malformed":
-                chunk = b"event: content_block_delta\ndata: {this is not json\n\n"
-                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self._write_chunk(b"event: content_block_delta\ndata: {this is not json\n\n")
                 return self._end_stream()
             if item.kind == "stream_error":
                 self._send_event("error", {"type": "error", "error": {"type": item.error_type,
@@ -281,27 +279,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _start_stream(self) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.send_header("connection", "close")
-        self.end_headers()
-
     def _send_event(self, name: str, payload: dict) -> None:
-        chunk = f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
-        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-        self.wfile.flush()
+        self._write_chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
 
-    def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-        self.close_connection = True
-
-    def _close(self) -> None:
-        self.close_connection = True
-        self.wfile.flush()
-        self.connection.shutdown(2)  # SHUT_RDWR: the client sees the connection drop
 
 
 class FakeAnthropic(LocalServer):

@@ -3,7 +3,8 @@
 `LocalServer(state, handler, name)` serves `handler` (a BaseHTTPRequestHandler subclass that reads
 `self.state`) on a free port of 127.0.0.1 in a daemon thread; use it as a context manager, or call
 start() and stop(). The state object must have `requests`, `headers`, `queue`, `lock` and
-`check_fault`. tests/fake_anthropic.py and tests/fake_openai.py build on it.
+`check_fault`. `StreamingHandler` is the chunked server-sent-events writing both handlers use.
+tests/fake_anthropic.py and tests/fake_openai.py build on them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 Server = TypeVar("Server", bound="LocalServer")
+
+
+class StreamingHandler(BaseHTTPRequestHandler):
+    """Writes a `text/event-stream` response as HTTP/1.1 chunks, and can drop the connection."""
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("connection", "close")
+        self.end_headers()
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _close(self) -> None:
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.shutdown(2)  # SHUT_RDWR: the client sees the connection drop
 
 
 class LocalServer:

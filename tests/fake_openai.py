@@ -40,9 +40,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 
-from fake_http import LocalServer
+from fake_http import LocalServer, StreamingHandler
 
 DEFAULT_USAGE = {"prompt_tokens": 100, "completion_tokens": 20}
 TEXT_PIECE, ARGUMENT_PIECE = 8, 7
@@ -144,7 +143,7 @@ def _usage(item: Reply) -> dict:
     return usage
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StreamingHandler):
     protocol_version = "HTTP/1.1"
     state: _State
 
@@ -249,27 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._json({"error": {"message": message, "type": error_type, "code": error_type, "param": None}},
                    status, retry_after)
 
-    def _start_stream(self) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.send_header("connection", "close")
-        self.end_headers()
-
     def _send(self, data: str) -> None:
-        chunk = f"data: {data}\n\n".encode()
-        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-        self.wfile.flush()
+        self._write_chunk(f"data: {data}\n\n".encode())
 
-    def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-        self.close_connection = True
-
-    def _close(self) -> None:
-        self.close_connection = True
-        self.wfile.flush()
-        self.connection.shutdown(2)
 
 
 class FakeOpenAI(LocalServer):
